@@ -1,0 +1,65 @@
+//! # vitq-core
+//!
+//! Quantization primitives for vision models on [burn](https://burn.dev): the math and data that
+//! every other vitq crate builds on.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`spec`] | [`BitWidth`] (2..=8), [`Scheme`], [`Granularity`], [`CalibrationMethod`], [`Rounding`], [`QuantSpec`] |
+//! | [`uniform`] | scales and zero points, the reference quantizer and the burn-tensor quantizer |
+//! | [`observer`] | streaming calibration: min-max, moving average, percentile, MSE (OMSE), KL (entropy) |
+//! | [`nf4`] | QLoRA's 4-bit NormalFloat with double quantization |
+//! | [`pack`] | lossless bit packing of 2–8-bit codes |
+//! | [`qtensor`] | [`QuantizedTensor`]: packed codes + parameters + shape + spec |
+//! | [`config`] | [`QuantConfig`]: serde config with presets and per-layer overrides |
+//! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
+//! | [`metrics`] | MSE, SQNR and summary statistics |
+//! | [`synth`] | deterministic Gaussian / Laplacian data |
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use burn::tensor::Tensor;
+//! use vitq_core::{metrics, QuantConfig, QuantizedTensor};
+//!
+//! let device = Default::default();
+//! let mut rng = vitq_core::synth::Rng::new(0);
+//! let w = Tensor::<Flex, 2>::from_data(
+//!     burn::tensor::TensorData::new(rng.gaussian_vec(64 * 32), [64, 32]),
+//!     &device,
+//! );
+//! let spec = QuantConfig::preset("w8a8")?.weights.unwrap();
+//! let q = QuantizedTensor::from_tensor(&w, &spec)?;
+//! let back: Tensor<Flex, 2> = q.to_tensor(&device)?;
+//! let (a, _) = vitq_core::uniform::tensor_to_vec(&w)?;
+//! let (b, _) = vitq_core::uniform::tensor_to_vec(&back)?;
+//! assert!(metrics::sqnr_db(&a, &b) > 35.0);
+//! assert!(q.size_in_bytes() < 64 * 32 * 4 / 3);
+//! # Ok::<(), vitq_core::Error>(())
+//! ```
+//!
+//! # Crate features
+//! - `cuda`: burn's CUDA backend (cubecl-cuda; loads the driver at run time, builds without a toolkit).
+//! - `wgpu`: burn's wgpu backend (Vulkan, Metal, DX12).
+//!
+//! Without features the crate uses burn's pure-Rust `Flex` CPU backend, and every function here is
+//! generic over `B: Backend`.
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod io;
+pub mod metrics;
+pub mod nf4;
+pub mod observer;
+pub mod pack;
+pub mod qtensor;
+pub mod spec;
+pub mod synth;
+pub mod uniform;
+
+pub use config::{ActivationMode, LayerOverride, LayerQuant, QuantConfig};
+pub use error::{Error, Result, ResultExt};
+pub use qtensor::{Encoding, QuantizedTensor};
+pub use spec::{BitWidth, CalibrationMethod, Granularity, Layout, QuantSpec, Rounding, Scheme};
+pub use uniform::QuantParams;
