@@ -1,3 +1,36 @@
-fn main() {
-    println!("Hello, world!");
+//! `vitq`: the command-line front end of the vitq crates.
+
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Quantize Vision Transformers and ResNets, and see what quantization does to them.
+#[derive(Parser, Debug)]
+#[command(name = "vitq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Per-tensor statistics and quantization error of a safetensors checkpoint at 8, 6 and 4 bits,
+    /// per-tensor and per-channel.
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -13,6 +13,7 @@
 //! | [`qtensor`] | [`QuantizedTensor`]: packed codes + parameters + shape + spec |
 //! | [`config`] | [`QuantConfig`]: serde config with presets and per-layer overrides |
 //! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
+//! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
 //! | [`metrics`] | MSE, SQNR and summary statistics |
 //! | [`synth`] | deterministic Gaussian / Laplacian data |
 //!
@@ -46,6 +47,7 @@
 
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod io;
