@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::uniform::check_finite;
 
 /// The NF4 codebook as published with QLoRA (bitsandbytes `functional.py`, `get_4bit_type("nf4")`;
-/// QLoRA paper, appendix E). Index 7 is exactly zero.
+/// QLoRA paper, appendix E). Index 7 is exactly zero. The digits are kept exactly as published.
+#[allow(clippy::excessive_precision)]
 pub const NF4_CODEBOOK: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
@@ -259,6 +260,7 @@ mod tests {
     use super::*;
 
     /// Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9).
+    #[allow(clippy::excessive_precision)]
     fn norm_ppf(p: f64) -> f64 {
         const A: [f64; 6] = [
             -3.969683028665376e1,

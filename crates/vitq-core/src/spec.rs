@@ -357,7 +357,7 @@ impl Layout {
             }
             Granularity::PerGroup { axis, size } => {
                 check_axis(axis)?;
-                if size == 0 || shape[axis] % size != 0 {
+                if size == 0 || !shape[axis].is_multiple_of(size) {
                     return Err(bad(format!(
                         "group size {size} does not divide dimension {} of axis {axis}",
                         shape[axis]

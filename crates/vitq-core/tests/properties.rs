@@ -14,7 +14,9 @@ fn shape3() -> impl Strategy<Value = Vec<usize>> {
 fn granularity_for(shape: Vec<usize>) -> impl Strategy<Value = Granularity> {
     let rank = shape.len();
     let divisors = move |axis: usize| -> Vec<usize> {
-        (1..=shape[axis]).filter(|d| shape[axis] % d == 0).collect()
+        (1..=shape[axis])
+            .filter(|d| shape[axis].is_multiple_of(*d))
+            .collect()
     };
     let groups: Vec<Granularity> = (0..rank)
         .flat_map(|axis| {
