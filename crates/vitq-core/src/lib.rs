@@ -12,6 +12,7 @@
 //! | [`pack`] | lossless bit packing of 2–8-bit codes |
 //! | [`qtensor`] | [`QuantizedTensor`]: packed codes + parameters + shape + spec |
 //! | [`config`] | [`QuantConfig`]: serde config with presets and per-layer overrides |
+//! | [`layers`] | the quantizable layers models are built from: `QLinear`, `QConv2d`, `QMatMul` (float mode) |
 //! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
 //! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
 //! | [`metrics`] | MSE, SQNR and summary statistics |
@@ -51,6 +52,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod io;
+pub mod layers;
 pub mod metrics;
 pub mod nf4;
 pub mod observer;

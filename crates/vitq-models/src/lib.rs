@@ -1,9 +1,25 @@
 //! # vitq-models
 //!
-//! ViT, DeiT, DINOv2 and ResNet models built from vitq-core layers, checkpoint loading, preprocessing, datasets and metrics.
+//! Vision models built from `vitq-core`'s quantizable layers, loading real checkpoints, with datasets
+//! and metrics to evaluate them.
 //!
-//! **Status: not implemented yet.** This crate is a placeholder in the workspace layout of
-//! `docs/architecture.md`; its contents land with issue #3. It exports nothing, so nothing here can
-//! be mistaken for working code.
+//! | module | what |
+//! |---|---|
+//! | [`resnet`] | CIFAR ResNet-20/32/44/56 (option-A shortcuts) and ImageNet ResNet-18/34/50, BatchNorm folded |
+//! | [`weights`] | strict checkpoint loading: all missing / unexpected / misshapen keys in one error |
+//! | [`data`] | CIFAR-10 binary files, normalization |
+//! | [`metrics`] | top-1, top-5, weighted F1, per-class accuracy, confusion matrix |
+//!
+//! Status: the ResNet family, CIFAR-10 and metrics work; the ViT family, ImageFolder / JPEG
+//! preprocessing and PyTorch `.pth` loading are not implemented yet (issue #3 continues).
 
 #![deny(missing_docs)]
+
+pub mod data;
+pub mod error;
+pub mod metrics;
+pub mod resnet;
+pub mod vit;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! ImageFolder and ImageNet-style folder datasets (being written; see issue #3).

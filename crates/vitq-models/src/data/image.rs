@@ -1,0 +1,1 @@
+//! JPEG / PNG decoding and timm's eval preprocessing (being written; see issue #3).

@@ -1,0 +1,66 @@
+//! Shared helpers of the peer tests: fixture reading and the named tolerance tiers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use vitq_core::checkpoint::Checkpoint;
+
+/// f32 against PyTorch f32 on the same weights and inputs: max |a - b| / max |b| over a tensor.
+pub const F32_REL: f64 = 1e-4;
+
+pub type B = Flex;
+
+pub fn fixture(name: &str) -> Checkpoint {
+    Checkpoint::load(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .expect("fixture")
+}
+
+/// `../shared` beside the checkout, if present.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} is absent", p.display());
+        None
+    }
+}
+
+pub fn tensor4(c: &Checkpoint, name: &str) -> Tensor<B, 4> {
+    let t = c
+        .get(name)
+        .unwrap_or_else(|| panic!("fixture has no `{name}`"));
+    let dims: [usize; 4] = t.shape.clone().try_into().expect("rank 4");
+    Tensor::from_data(TensorData::new(t.data.clone(), dims), &Default::default())
+}
+
+pub fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().expect("f32 data")
+}
+
+/// Max relative error of `got` against the reference `want` (see [`F32_REL`]).
+pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    let scale = want
+        .iter()
+        .fold(0f64, |m, v| m.max(f64::from(v.abs())))
+        .max(1e-12);
+    got.iter()
+        .zip(want)
+        .fold(0f64, |m, (a, b)| m.max(f64::from((a - b).abs())))
+        / scale
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let e = rel_err(got, want);
+    assert!(e <= tol, "{what}: max relative error {e:.3e} > {tol:.0e}");
+    eprintln!("{what}: max relative error {e:.3e}");
+}
