@@ -1,6 +1,8 @@
 //! `vitq`: the command-line front end of the vitq crates.
 
+mod eval;
 mod inspect;
+mod predict;
 
 use std::process::ExitCode;
 
@@ -19,12 +21,18 @@ enum Command {
     /// Per-tensor statistics and quantization error of a safetensors checkpoint at 8, 6 and 4 bits,
     /// per-tensor and per-channel.
     Inspect(inspect::Args),
+    /// Accuracy (top-1, top-5, F1) and speed of a float model on a labelled dataset.
+    Eval(eval::Args),
+    /// Run a model on the `input` tensor of a safetensors file and write `logits`.
+    Predict(predict::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Predict(args) => predict::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

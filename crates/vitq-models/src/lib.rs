@@ -8,6 +8,7 @@
 //! | [`resnet`] | CIFAR ResNet-20/32/44/56 (option-A shortcuts) and ImageNet ResNet-18/34/50, BatchNorm folded |
 //! | [`weights`] | strict checkpoint loading: all missing / unexpected / misshapen keys in one error |
 //! | [`data`] | CIFAR-10 binary files, normalization |
+//! | [`zoo`] | load any preset by name, run it, know its input size and normalization |
 //! | [`metrics`] | top-1, top-5, weighted F1, per-class accuracy, confusion matrix |
 //!
 //! Status: the ResNet family, CIFAR-10 and metrics work; the ViT family, ImageFolder / JPEG
@@ -21,5 +22,6 @@ pub mod metrics;
 pub mod resnet;
 pub mod vit;
 pub mod weights;
+pub mod zoo;
 
 pub use error::{Error, Result};

@@ -1,0 +1,172 @@
+//! `vitq eval`: accuracy and speed of a float model on a labelled dataset.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Flex;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use vitq_models::data::Cifar10;
+use vitq_models::metrics::Metrics;
+use vitq_models::zoo::Model;
+
+type B = Flex;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model preset (e.g. resnet20, resnet18).
+    #[arg(long)]
+    model: String,
+    /// Weights (safetensors).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Dataset: `cifar10:<file.bin>`.
+    #[arg(long)]
+    data: String,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    data: String,
+    top1: f64,
+    top5: f64,
+    f1: f64,
+    correct: usize,
+    total: usize,
+    images_per_second: f64,
+    per_class_accuracy: Vec<f64>,
+    confusion: Vec<Vec<usize>>,
+}
+
+/// A parsed `--data` argument.
+pub enum Dataset {
+    Cifar10(Cifar10),
+}
+
+impl Dataset {
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec.split_once(':') {
+            Some(("cifar10", path)) => Ok(Dataset::Cifar10(Cifar10::load(path)?)),
+            _ => bail!("unknown dataset `{spec}`: use cifar10:<file.bin>"),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Dataset::Cifar10(d) => d.len(),
+        }
+    }
+
+    /// A normalized batch for `model` and its labels.
+    pub fn batch(
+        &self,
+        range: std::ops::Range<usize>,
+        model: &Model<B>,
+    ) -> Result<(burn::tensor::Tensor<B, 4>, Vec<usize>)> {
+        match self {
+            Dataset::Cifar10(d) => {
+                if model.input_size() != 32 {
+                    bail!(
+                        "{} expects {}×{} inputs; CIFAR-10 images are 32×32",
+                        model.name(),
+                        model.input_size(),
+                        model.input_size()
+                    );
+                }
+                Ok((
+                    d.batch(range.clone(), model.normalize(), &Default::default()),
+                    d.labels(range),
+                ))
+            }
+        }
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let device = Default::default();
+    let model = Model::<B>::load(&args.model, &args.weights, &device)
+        .with_context(|| format!("loading {} from {}", args.model, args.weights.display()))?;
+    let data = Dataset::parse(&args.data)?;
+    let total = args.limit.unwrap_or(usize::MAX).min(data.len());
+    if total == 0 {
+        bail!("no images to evaluate (--limit 0?)");
+    }
+    let bar = if args.json || total <= 200 {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let mut metrics = Metrics::new(model.num_classes());
+    let start = Instant::now();
+    for lo in (0..total).step_by(args.batch) {
+        let hi = (lo + args.batch).min(total);
+        let (x, labels) = data.batch(lo..hi, &model)?;
+        let logits = model
+            .forward(x)?
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        metrics.add_batch(&logits, &labels);
+        bar.inc((hi - lo) as u64);
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let report = Report {
+        model: model.name().to_string(),
+        data: args.data.clone(),
+        top1: metrics.top1(),
+        top5: metrics.top5(),
+        f1: metrics.weighted_f1(),
+        correct: metrics.correct(),
+        total: metrics.total(),
+        images_per_second: metrics.total() as f64 / secs,
+        per_class_accuracy: metrics.per_class_accuracy(),
+        confusion: metrics.confusion().to_vec(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("model      {}", report.model);
+        println!("data       {} ({} images)", report.data, report.total);
+        println!(
+            "top-1      {:.2} %  ({} / {})",
+            100.0 * report.top1,
+            report.correct,
+            report.total
+        );
+        println!("top-5      {:.2} %", 100.0 * report.top5);
+        println!("F1         {:.4} (weighted)", report.f1);
+        println!(
+            "speed      {:.1} images/s ({} threads available)",
+            report.images_per_second,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        let accs: Vec<String> = report
+            .per_class_accuracy
+            .iter()
+            .map(|a| format!("{:.0}", 100.0 * a))
+            .collect();
+        println!("per class  {} %", accs.join(" "));
+    }
+    Ok(())
+}
