@@ -6,7 +6,8 @@
 //! | module | what |
 //! |---|---|
 //! | [`resnet`] | CIFAR ResNet-20/32/44/56 (option-A shortcuts) and ImageNet ResNet-18/34/50, BatchNorm folded |
-//! | [`weights`] | strict checkpoint loading: all missing / unexpected / misshapen keys in one error |
+//! | [`weights`] | strict checkpoint loading (safetensors or PyTorch pickles): all missing / unexpected / misshapen keys in one error |
+//! | [`pytorch`] | `.pth` / `.th` checkpoints through burn-store, nested `state_dict`s found |
 //! | [`data`] | CIFAR-10 binary files, normalization |
 //! | [`zoo`] | load any preset by name, run it, know its input size and normalization |
 //! | [`metrics`] | top-1, top-5, weighted F1, per-class accuracy, confusion matrix |
@@ -19,6 +20,7 @@
 pub mod data;
 pub mod error;
 pub mod metrics;
+pub mod pytorch;
 pub mod resnet;
 pub mod vit;
 pub mod weights;

@@ -25,9 +25,16 @@ pub struct WeightMap {
 }
 
 impl WeightMap {
-    /// Reads a safetensors checkpoint.
+    /// Reads a checkpoint: safetensors, or a PyTorch pickle (`.pt`, `.pth`, `.th`, `.bin`, `.ckpt`,
+    /// possibly nesting a `state_dict`; see [`crate::pytorch`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(Self::from_checkpoint(Checkpoint::load(path)?))
+        let path = path.as_ref();
+        let ckpt = if crate::pytorch::is_pytorch_path(path) {
+            crate::pytorch::load(path)?
+        } else {
+            Checkpoint::load(path)?
+        };
+        Ok(Self::from_checkpoint(ckpt))
     }
 
     /// Wraps an already-read checkpoint.

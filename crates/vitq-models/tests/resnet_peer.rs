@@ -135,3 +135,34 @@ fn pretrained_resnet20_scores_915_of_1000() {
 fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
+
+/// The original PyTorch `.th` checkpoint (a dict nesting `state_dict`, keys prefixed `module.`) loads
+/// into the same model as its safetensors conversion: identical logits.
+#[test]
+fn pytorch_th_checkpoint_loads_like_safetensors() {
+    let (Some(th), Some(st)) = (
+        shared("weights/resnet20-cifar10/resnet20-12fca82f.th"),
+        shared("weights/resnet20-cifar10/resnet20-12fca82f.safetensors"),
+    ) else {
+        return;
+    };
+    let device = Default::default();
+    let cfg = ResNetConfig::preset("resnet20").unwrap();
+    let a = ResNet::<B>::from_weights(&cfg, WeightMap::load(th).unwrap(), &device).unwrap();
+    let b = ResNet::<B>::from_weights(&cfg, WeightMap::load(st).unwrap(), &device).unwrap();
+    let x = tensor4(&fixture("resnet20_cifar.safetensors"), "input");
+    assert_eq!(values(a.forward(x.clone())), values(b.forward(x)));
+}
+
+#[test]
+fn corrupt_pytorch_files_are_data_errors() {
+    let dir = std::env::temp_dir().join(format!("vitq-pth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("broken.pth");
+    std::fs::write(&p, b"PK\x03\x04 this is not a zip").unwrap();
+    let e = WeightMap::load(&p).unwrap_err();
+    assert!(matches!(e, vitq_models::Error::Data { .. }), "{e}");
+    let e = WeightMap::load(dir.join("absent.pth")).unwrap_err();
+    assert!(matches!(e, vitq_models::Error::Io { .. }), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
