@@ -1,5 +1,6 @@
 //! `vitq`: the command-line front end of the vitq crates.
 
+mod bench;
 mod eval;
 mod inspect;
 mod predict;
@@ -25,6 +26,8 @@ enum Command {
     Eval(eval::Args),
     /// Run a model on the `input` tensor of a safetensors file and write `logits`.
     Predict(predict::Args),
+    /// Latency of a model's float forward pass on random inputs.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Predict(args) => predict::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
