@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
@@ -15,9 +15,9 @@ type B = Flex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset.
+    /// Model preset; inferred from the checkpoint when omitted.
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Weights (safetensors or PyTorch).
     #[arg(long)]
     weights: PathBuf,
@@ -55,8 +55,7 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("--batch and --iters must be at least 1");
     }
     let device = Default::default();
-    let model = Model::<B>::load(&args.model, &args.weights, &device)
-        .with_context(|| format!("loading {} from {}", args.model, args.weights.display()))?;
+    let model: Model<B> = crate::eval::load_model(args.model.as_deref(), &args.weights)?;
     let size = args.size.unwrap_or_else(|| model.input_size());
     let x = vitq_core::synth::Rng::new(0).gaussian_vec(args.batch * 3 * size * size);
     let x = Tensor::<B, 4>::from_data(TensorData::new(x, [args.batch, 3, size, size]), &device);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::backend::Flex;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use vitq_models::data::Cifar10;
+use vitq_models::data::{Cifar10, ImageFolder, ImageNetFolder};
 use vitq_models::metrics::Metrics;
 use vitq_models::zoo::Model;
 
@@ -15,13 +15,14 @@ type B = Flex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset (e.g. resnet20, resnet18).
+    /// Model preset (e.g. resnet20, deit_tiny_patch16_224); inferred from the checkpoint when omitted.
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Weights (safetensors).
     #[arg(long)]
     weights: PathBuf,
-    /// Dataset: `cifar10:<file.bin>`.
+    /// Dataset: `cifar10:<file.bin>`, `imagefolder:<dir>` (one sub-folder per class) or
+    /// `imagenet:<dir>` (flat `<synset>_*.JPEG` files plus `synsets.txt`).
     #[arg(long)]
     data: String,
     /// Evaluate only the first N images.
@@ -52,19 +53,27 @@ struct Report {
 /// A parsed `--data` argument.
 pub enum Dataset {
     Cifar10(Cifar10),
+    ImageFolder(ImageFolder),
+    ImageNet(ImageNetFolder),
 }
 
 impl Dataset {
     pub fn parse(spec: &str) -> Result<Self> {
         match spec.split_once(':') {
             Some(("cifar10", path)) => Ok(Dataset::Cifar10(Cifar10::load(path)?)),
-            _ => bail!("unknown dataset `{spec}`: use cifar10:<file.bin>"),
+            Some(("imagefolder", path)) => Ok(Dataset::ImageFolder(ImageFolder::open(path)?)),
+            Some(("imagenet", path)) => Ok(Dataset::ImageNet(ImageNetFolder::open(path)?)),
+            _ => bail!(
+                "unknown dataset `{spec}`: use cifar10:<file.bin>, imagefolder:<dir> or imagenet:<dir>"
+            ),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Dataset::Cifar10(d) => d.len(),
+            Dataset::ImageFolder(d) => d.len(),
+            Dataset::ImageNet(d) => d.len(),
         }
     }
 
@@ -89,7 +98,22 @@ impl Dataset {
                     d.labels(range),
                 ))
             }
+            Dataset::ImageFolder(d) => {
+                Ok(d.batch(range, &model.preprocess(), &Default::default())?)
+            }
+            Dataset::ImageNet(d) => Ok(d.batch(range, &model.preprocess(), &Default::default())?),
         }
+    }
+}
+
+/// Loads `--model` (or infers it) from `--weights` on the CPU backend.
+pub fn load_model(name: Option<&str>, weights: &std::path::Path) -> Result<Model<B>> {
+    let device = Default::default();
+    match name {
+        Some(n) => Model::<B>::load(n, weights, &device)
+            .with_context(|| format!("loading {n} from {}", weights.display())),
+        None => Model::<B>::load_inferred(weights, &device)
+            .with_context(|| format!("inferring the model of {}", weights.display())),
     }
 }
 
@@ -97,9 +121,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let device = Default::default();
-    let model = Model::<B>::load(&args.model, &args.weights, &device)
-        .with_context(|| format!("loading {} from {}", args.model, args.weights.display()))?;
+    let model = load_model(args.model.as_deref(), &args.weights)?;
     let data = Dataset::parse(&args.data)?;
     let total = args.limit.unwrap_or(usize::MAX).min(data.len());
     if total == 0 {

@@ -9,22 +9,23 @@ use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, tensor::TensorView};
 use vitq_core::checkpoint::Checkpoint;
-use vitq_models::zoo::Model;
+use vitq_models::zoo::{Model, Output};
 
 type B = Flex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset.
+    /// Model preset; inferred from the checkpoint's tensor names and shapes when omitted.
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Weights (safetensors).
     #[arg(long)]
     weights: PathBuf,
     /// safetensors file with a float tensor `input` of shape [N, 3, H, W], already normalized.
     #[arg(long)]
     input: PathBuf,
-    /// Where to write `logits` [N, classes] (safetensors, written atomically).
+    /// Where to write `logits` [N, classes], or `last_hidden_state` [N, tokens, dim] for a backbone
+    /// without a head (safetensors, written atomically).
     #[arg(long)]
     output: PathBuf,
 }
@@ -45,13 +46,14 @@ pub fn run(args: &Args) -> Result<()> {
             x.data[i]
         );
     }
-    let model = Model::<B>::load(&args.model, &args.weights, &device)
-        .with_context(|| format!("loading {} from {}", args.model, args.weights.display()))?;
+    let model: Model<B> = crate::eval::load_model(args.model.as_deref(), &args.weights)?;
     let x = Tensor::<B, 4>::from_data(TensorData::new(x.data.clone(), dims), &device);
-    let logits = model.forward(x)?;
-    let shape = logits.dims().to_vec();
-    let values = logits
-        .into_data()
+    let (name, data) = match model.predict(x)? {
+        Output::Logits(t) => ("logits", t.into_data()),
+        Output::LastHiddenState(t) => ("last_hidden_state", t.into_data()),
+    };
+    let shape = data.shape.to_vec();
+    let values = data
         .convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -59,13 +61,10 @@ pub fn run(args: &Args) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("model".to_string(), model.name().to_string());
     let out = safetensors::serialize(
-        [(
-            "logits",
-            TensorView::new(Dtype::F32, shape.clone(), &bytes)?,
-        )],
+        [(name, TensorView::new(Dtype::F32, shape.clone(), &bytes)?)],
         Some(meta),
     )?;
     vitq_core::io::write_atomic(&args.output, &out)?;
-    eprintln!("wrote logits {shape:?} to {}", args.output.display());
+    eprintln!("wrote {name} {shape:?} to {}", args.output.display());
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`resnet`] | CIFAR ResNet-20/32/44/56 (option-A shortcuts) and ImageNet ResNet-18/34/50, BatchNorm folded |
+//! | [`vit`] | ViT-Ti/S/B/L, DeiT-T/S/B, DINOv2-S/B (layer-scale, patch 14) and CIFAR ViTs from timm or Hugging Face checkpoints; timm's antialiased bicubic pos-embed resampling |
 //! | [`weights`] | strict checkpoint loading (safetensors or PyTorch pickles): all missing / unexpected / misshapen keys in one error |
 //! | [`pytorch`] | `.pth` / `.th` checkpoints through burn-store, nested `state_dict`s found |
 //! | [`data`] | CIFAR-10 binary files, normalization |

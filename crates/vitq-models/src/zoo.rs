@@ -14,9 +14,10 @@ use std::path::Path;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::data::Normalize;
+use crate::data::{Normalize, Preprocess};
 use crate::error::{Error, Result};
 use crate::resnet::{RESNET_PRESETS, ResNet, ResNetConfig, ResNetKind};
+use crate::vit::{VIT_PRESETS, ViT, ViTConfig};
 use crate::weights::WeightMap;
 
 /// A loaded model of any supported family.
@@ -28,19 +29,90 @@ pub enum Model<B: Backend> {
         /// Its preset.
         config: ResNetConfig,
         /// The network.
-        model: ResNet<B>,
+        model: Box<ResNet<B>>,
     },
+    /// A ViT, DeiT or DINOv2.
+    ViT {
+        /// Its config.
+        config: ViTConfig,
+        /// The network.
+        model: Box<ViT<B>>,
+    },
+}
+
+/// What a forward pass returns.
+#[derive(Debug)]
+pub enum Output<B: Backend> {
+    /// Class logits `[batch, classes]`.
+    Logits(Tensor<B, 2>),
+    /// A backbone's token features after the final norm, `[batch, tokens, dim]`.
+    LastHiddenState(Tensor<B, 3>),
 }
 
 /// All model preset names.
 pub fn presets() -> Vec<&'static str> {
-    RESNET_PRESETS.to_vec()
+    RESNET_PRESETS
+        .iter()
+        .chain(VIT_PRESETS.iter())
+        .copied()
+        .collect()
 }
 
 impl<B: Backend> Model<B> {
-    /// Loads preset `name` with the weights in `path` (safetensors), strictly.
+    /// Loads preset `name` with the weights in `path` (safetensors or PyTorch), strictly. The class
+    /// count comes from the checkpoint (a ViT checkpoint without a head loads as a backbone).
     pub fn load(name: &str, path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let weights = WeightMap::load(path)?;
+        Self::from_weights(name, weights, device)
+    }
+
+    /// Loads a checkpoint whose architecture is inferred from its tensor names and shapes: a CIFAR ResNet
+    /// (`linear` head; depth from the number of blocks), an ImageNet ResNet (`fc` head, `layer4`) or a
+    /// ViT (see [`ViTConfig::infer`]).
+    pub fn load_inferred(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let weights = WeightMap::load(path)?;
+        let has = |k: &str| weights.shape(k).is_some();
+        let blocks = |stage: usize| {
+            (0..)
+                .take_while(|j| has(&format!("layer{stage}.{j}.conv1.weight")))
+                .count()
+        };
+        let name = if has("linear.weight") && has("layer1.0.conv1.weight") {
+            format!("resnet{}", 6 * blocks(1) + 2)
+        } else if has("fc.weight") && has("layer4.0.conv1.weight") {
+            let bottleneck = has("layer1.0.conv3.weight");
+            match (bottleneck, [1, 2, 3, 4].map(blocks)) {
+                (false, [2, 2, 2, 2]) => "resnet18".into(),
+                (false, [3, 4, 6, 3]) => "resnet34".into(),
+                (true, [3, 4, 6, 3]) => "resnet50".into(),
+                (_, layers) => {
+                    return Err(Error::UnknownModel {
+                        name: format!("ResNet with blocks {layers:?}"),
+                        known: presets().join(", "),
+                    });
+                }
+            }
+        } else {
+            let config = ViTConfig::infer(&weights)?;
+            let model = ViT::from_weights(&config, weights, device)?;
+            return Ok(Model::ViT {
+                config,
+                model: Box::new(model),
+            });
+        };
+        Self::from_weights(&name, weights, device)
+    }
+
+    fn from_weights(name: &str, weights: WeightMap, device: &B::Device) -> Result<Self> {
+        if VIT_PRESETS.contains(&name) {
+            let classes = ViTConfig::infer(&weights)?.num_classes;
+            let config = ViTConfig::preset(name)?.with_classes(classes);
+            let model = ViT::from_weights(&config, weights, device)?;
+            return Ok(Model::ViT {
+                config,
+                model: Box::new(model),
+            });
+        }
         if RESNET_PRESETS.contains(&name) {
             let mut config = ResNetConfig::preset(name)?;
             let fc = if matches!(config.kind, ResNetKind::Cifar { .. }) {
@@ -52,7 +124,10 @@ impl<B: Backend> Model<B> {
                 config = config.with_classes(classes);
             }
             let model = ResNet::from_weights(&config, weights, device)?;
-            return Ok(Model::ResNet { config, model });
+            return Ok(Model::ResNet {
+                config,
+                model: Box::new(model),
+            });
         }
         Err(Error::UnknownModel {
             name: name.into(),
@@ -64,6 +139,7 @@ impl<B: Backend> Model<B> {
     pub fn name(&self) -> &str {
         match self {
             Model::ResNet { config, .. } => &config.name,
+            Model::ViT { config, .. } => &config.name,
         }
     }
 
@@ -71,6 +147,7 @@ impl<B: Backend> Model<B> {
     pub fn num_classes(&self) -> usize {
         match self {
             Model::ResNet { config, .. } => config.num_classes,
+            Model::ViT { config, .. } => config.num_classes,
         }
     }
 
@@ -81,12 +158,35 @@ impl<B: Backend> Model<B> {
                 ResNetKind::Cifar { .. } => 32,
                 ResNetKind::ImageNet { .. } => 224,
             },
+            Model::ViT { config, .. } => config.img_size,
         }
     }
 
-    /// Input normalization the model was trained with.
+    /// Input normalization the model was trained with (from [`Preprocess::for_model`]; the ImageNet
+    /// statistics for presets it does not list, such as the CIFAR ViTs).
     pub fn normalize(&self) -> Normalize {
-        Normalize::IMAGENET
+        self.preprocess().normalize
+    }
+
+    /// timm's evaluation preprocessing for this model ([`Preprocess::for_model`]), or bicubic resize
+    /// to `input_size / 0.875` and center crop with ImageNet statistics for presets it does not list.
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess::for_model(self.name()).unwrap_or_else(|_| {
+            let mut p = Preprocess::imagenet(self.input_size());
+            p.normalize = Normalize::IMAGENET;
+            p
+        })
+    }
+
+    /// Runs the model: logits, or the token features of a backbone without a head. Checks the shape.
+    pub fn predict(&self, x: Tensor<B, 4>) -> Result<Output<B>> {
+        match self {
+            Model::ViT { config, model } if config.num_classes == 0 => {
+                model.check_input(&x.dims())?;
+                Ok(Output::LastHiddenState(model.forward_features(x)))
+            }
+            _ => self.forward(x).map(Output::Logits),
+        }
     }
 
     /// Logits `[batch, classes]` of a normalized batch `[batch, 3, h, w]`; checks the shape.
@@ -101,6 +201,7 @@ impl<B: Backend> Model<B> {
         }
         match self {
             Model::ResNet { model, .. } => Ok(model.forward(x)),
+            Model::ViT { model, .. } => model.try_forward(x),
         }
     }
 }

@@ -59,7 +59,7 @@ impl Cifar10 {
             path: path.to_path_buf(),
             reason,
         };
-        if bytes.is_empty() || bytes.len() % RECORD != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
             return Err(bad(format!(
                 "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)",
                 bytes.len()

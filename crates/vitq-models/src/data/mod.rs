@@ -5,6 +5,8 @@ pub mod folder;
 pub mod image;
 
 pub use cifar::Cifar10;
+pub use folder::{ImageFolder, ImageNetFolder};
+pub use image::{Interpolation, Preprocess, RgbImage};
 
 /// Per-channel normalization `(x - mean) / std` of RGB values in `[0, 1]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,5 +23,11 @@ impl Normalize {
     pub const IMAGENET: Normalize = Normalize {
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+    };
+
+    /// Mean and std 0.5 (timm's `IMAGENET_INCEPTION_MEAN` / `_STD`, used by the AugReg `vit_*` weights).
+    pub const INCEPTION: Normalize = Normalize {
+        mean: [0.5; 3],
+        std: [0.5; 3],
     };
 }
