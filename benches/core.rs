@@ -81,5 +81,47 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A W8A8 linear layer at ViT-B/16 fc1 shapes (197 tokens × 768 → 3072) in integers (activation
+/// quantization, i8 GEMM, rescale included) against the f32 layer on burn's Flex backend.
+fn bench_w8a8_linear(c: &mut Criterion) {
+    use vitq_core::kernels::{Kernel, LinearI8, gemm_i8_with};
+    use vitq_core::layers::QLinear;
+    let (m, d_in, d_out) = (197, 768, 3072);
+    let device = Default::default();
+    let mut rng = Rng::new(2);
+    let w: Vec<f32> = (0..d_out * d_in).map(|_| rng.gaussian() * 0.02).collect();
+    let x: Vec<f32> = rng.gaussian_vec(m * d_in);
+    let f32_layer = QLinear::<Flex>::from_torch(
+        "fc1",
+        Tensor::from_data(TensorData::new(w.clone(), [d_out, d_in]), &device),
+        None,
+    );
+    let xt = Tensor::<Flex, 2>::from_data(TensorData::new(x.clone(), [m, d_in]), &device);
+    let int8 = LinearI8::from_f32(&w, None, d_out, d_in).unwrap();
+    let xq: Vec<i8> = x
+        .iter()
+        .map(|v| (v * 30.0).clamp(-128.0, 127.0) as i8)
+        .collect();
+
+    let mut g = c.benchmark_group("linear_vit_b16_fc1_197x768x3072");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((m * d_in * d_out) as u64));
+    g.bench_function("f32_flex", |b| {
+        b.iter(|| f32_layer.forward(black_box(xt.clone())).into_data())
+    });
+    g.bench_function("w8a8_int", |b| {
+        b.iter(|| int8.forward(black_box(&x), m, None).unwrap())
+    });
+    for kernel in [Kernel::Avx512Vnni, Kernel::Portable]
+        .into_iter()
+        .filter(|k| k.is_available())
+    {
+        g.bench_function(format!("gemm_i8_{kernel:?}"), |b| {
+            b.iter(|| gemm_i8_with(kernel, black_box(&xq), &int8.codes, m, d_out, d_in).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_w8a8_linear);
 criterion_main!(benches);

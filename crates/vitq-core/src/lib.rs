@@ -12,6 +12,7 @@
 //! | [`pack`] | lossless bit packing of 2–8-bit codes |
 //! | [`qtensor`] | [`QuantizedTensor`]: packed codes + parameters + shape + spec |
 //! | [`config`] | [`QuantConfig`]: serde config with presets and per-layer overrides |
+//! | [`kernels`] | int8 GEMM (i8 × i8 → i32: reference, AVX-512 VNNI, portable) and a W8A8 linear layer |
 //! | [`layers`] | the quantizable layers models are built from: `QLinear`, `QConv2d`, `QMatMul` (float mode) |
 //! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
 //! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
@@ -52,6 +53,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod io;
+pub mod kernels;
 pub mod layers;
 pub mod metrics;
 pub mod nf4;
