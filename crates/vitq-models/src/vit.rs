@@ -1088,11 +1088,8 @@ impl<B: Backend> ViT<B> {
         let [_, _, d] = pos.dims();
         let device = pos.device();
         let prefix = usize::from(self.pos_embed_cls);
-        let host: Vec<f32> = pos
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32 data after convert");
+        // `iter` converts from any float dtype and cannot fail.
+        let host: Vec<f32> = pos.into_data().iter::<f32>().collect();
         let out = resample_abs_pos_embed(&host, d, self.pos_grid, grid, prefix);
         tensor(out, [1, prefix + grid[0] * grid[1], d], &device)
     }
