@@ -348,12 +348,13 @@ fn imagenet_folder_on_sample() {
     for i in 0..data.len() {
         let name = data
             .path(i)
+            .unwrap()
             .file_name()
             .unwrap()
             .to_string_lossy()
             .into_owned();
         let synset = name.split('_').next().unwrap();
-        assert_eq!(lines[data.label(i)], synset, "{name}");
+        assert_eq!(lines[data.label(i).unwrap()], synset, "{name}");
         names.push(name);
     }
     let mut sorted = names.clone();
@@ -361,7 +362,7 @@ fn imagenet_folder_on_sample() {
     assert_eq!(names, sorted, "files are in name order");
     assert_eq!(names[0], "n01440764_tench.JPEG");
     assert_eq!(
-        (data.label(0), data.synsets()[0].as_str()),
+        (data.label(0).unwrap(), data.synsets()[0].as_str()),
         (0, "n01440764")
     );
 
@@ -433,6 +434,7 @@ fn image_folder_on_temp_dir() {
     let files: Vec<_> = (0..data.len())
         .map(|i| {
             data.path(i)
+                .unwrap()
                 .strip_prefix(root)
                 .unwrap()
                 .to_string_lossy()
@@ -456,7 +458,7 @@ fn image_folder_on_temp_dir() {
     let (x, labels) = data.batch::<B>(0..4, &pre, &device).unwrap();
     assert_eq!((x.dims(), labels), ([4, 3, 16, 16], vec![0, 0, 1, 1]));
     // The grey PNG has three equal channels before normalization.
-    let grey = decode(data.path(2)).unwrap();
+    let grey = decode(data.path(2).unwrap()).unwrap();
     assert!(
         grey.pixels()
             .chunks_exact(3)
@@ -464,7 +466,7 @@ fn image_folder_on_temp_dir() {
     );
     // A lossless PNG decodes to exactly the bytes written.
     assert_eq!(
-        decode(data.path(0)).unwrap().pixels(),
+        decode(data.path(0).unwrap()).unwrap().pixels(),
         gradient(40, 30).as_raw().as_slice()
     );
 

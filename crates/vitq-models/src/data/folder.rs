@@ -57,19 +57,44 @@ fn entries(dir: &Path) -> Result<Vec<(OsString, PathBuf, bool)>> {
     Ok(out)
 }
 
-/// The images of a dataset: paths with labels, and the decoding shared by both layouts.
+/// The labelled image files of a dataset and their decoding, shared by [`ImageFolder`] and
+/// [`ImageNetFolder`] (both dereference to it).
 #[derive(Clone, Debug)]
-struct Items {
+pub struct LabeledImages {
     root: PathBuf,
     items: Vec<(PathBuf, usize)>,
 }
 
-impl Items {
-    fn len(&self) -> usize {
+impl LabeledImages {
+    /// Number of images.
+    pub fn len(&self) -> usize {
         self.items.len()
     }
 
-    fn load<B: Backend>(
+    /// `true` if there are no images (never, for an opened folder).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Label of image `i` (`None` past the end).
+    pub fn label(&self, i: usize) -> Option<usize> {
+        self.items.get(i).map(|(_, l)| *l)
+    }
+
+    /// Labels of a range of images (clamped to the dataset).
+    pub fn labels(&self, range: Range<usize>) -> Vec<usize> {
+        let range = range.start.min(self.len())..range.end.min(self.len());
+        self.items[range].iter().map(|(_, l)| *l).collect()
+    }
+
+    /// File of image `i` (`None` past the end).
+    pub fn path(&self, i: usize) -> Option<&Path> {
+        self.items.get(i).map(|(p, _)| p.as_path())
+    }
+
+    /// Image `i`, decoded and preprocessed: `[3, size, size]`. An index out of range is
+    /// [`Error::Shape`]; a bad file [`Error::Data`] naming it.
+    pub fn load<B: Backend>(
         &self,
         i: usize,
         pre: &Preprocess,
@@ -83,7 +108,8 @@ impl Items {
         pre.load(path, device)
     }
 
-    fn batch<B: Backend>(
+    /// Images `range` (clamped to the dataset) as a `[n, 3, size, size]` batch, with their labels.
+    pub fn batch<B: Backend>(
         &self,
         range: Range<usize>,
         pre: &Preprocess,
@@ -113,7 +139,7 @@ impl Items {
 #[derive(Clone, Debug)]
 pub struct ImageFolder {
     classes: Vec<String>,
-    items: Items,
+    items: LabeledImages,
 }
 
 impl ImageFolder {
@@ -151,7 +177,7 @@ impl ImageFolder {
         }
         Ok(Self {
             classes,
-            items: Items {
+            items: LabeledImages {
                 root: root.to_path_buf(),
                 items,
             },
@@ -161,59 +187,6 @@ impl ImageFolder {
     /// Class names in label order.
     pub fn classes(&self) -> &[String] {
         &self.classes
-    }
-
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// `true` if there are no images (never, for an opened folder).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Label of image `i`.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
-    pub fn label(&self, i: usize) -> usize {
-        self.items.items[i].1
-    }
-
-    /// Labels of a range of images (clamped to the dataset).
-    pub fn labels(&self, range: Range<usize>) -> Vec<usize> {
-        let range = range.start.min(self.len())..range.end.min(self.len());
-        self.items.items[range].iter().map(|(_, l)| *l).collect()
-    }
-
-    /// File of image `i`.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
-    pub fn path(&self, i: usize) -> &Path {
-        &self.items.items[i].0
-    }
-
-    /// Image `i`, decoded and preprocessed: `[3, size, size]`. An index out of range is
-    /// [`Error::Shape`]; a bad file [`Error::Data`] naming it.
-    pub fn load<B: Backend>(
-        &self,
-        i: usize,
-        pre: &Preprocess,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 3>> {
-        self.items.load(i, pre, device)
-    }
-
-    /// Images `range` (clamped to the dataset) as a `[n, 3, size, size]` batch, with their labels.
-    pub fn batch<B: Backend>(
-        &self,
-        range: Range<usize>,
-        pre: &Preprocess,
-        device: &B::Device,
-    ) -> Result<(Tensor<B, 4>, Vec<usize>)> {
-        self.items.batch(range, pre, device)
     }
 }
 
@@ -243,7 +216,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<(OsString, OsString, PathBuf)>) 
 #[derive(Clone, Debug)]
 pub struct ImageNetFolder {
     synsets: Vec<String>,
-    items: Items,
+    items: LabeledImages,
 }
 
 impl ImageNetFolder {
@@ -311,7 +284,7 @@ impl ImageNetFolder {
         }
         Ok(Self {
             synsets,
-            items: Items {
+            items: LabeledImages {
                 root: root.to_path_buf(),
                 items,
             },
@@ -327,57 +300,18 @@ impl ImageNetFolder {
     pub fn num_classes(&self) -> usize {
         self.synsets.len()
     }
+}
 
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.items.len()
+impl std::ops::Deref for ImageFolder {
+    type Target = LabeledImages;
+    fn deref(&self) -> &LabeledImages {
+        &self.items
     }
+}
 
-    /// `true` if there are no images (never, for an opened folder).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Label of image `i`.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
-    pub fn label(&self, i: usize) -> usize {
-        self.items.items[i].1
-    }
-
-    /// Labels of a range of images (clamped to the dataset).
-    pub fn labels(&self, range: Range<usize>) -> Vec<usize> {
-        let range = range.start.min(self.len())..range.end.min(self.len());
-        self.items.items[range].iter().map(|(_, l)| *l).collect()
-    }
-
-    /// File of image `i`.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
-    pub fn path(&self, i: usize) -> &Path {
-        &self.items.items[i].0
-    }
-
-    /// Image `i`, decoded and preprocessed: `[3, size, size]`. An index out of range is
-    /// [`Error::Shape`]; a bad file [`Error::Data`] naming it.
-    pub fn load<B: Backend>(
-        &self,
-        i: usize,
-        pre: &Preprocess,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 3>> {
-        self.items.load(i, pre, device)
-    }
-
-    /// Images `range` (clamped to the dataset) as a `[n, 3, size, size]` batch, with their labels.
-    pub fn batch<B: Backend>(
-        &self,
-        range: Range<usize>,
-        pre: &Preprocess,
-        device: &B::Device,
-    ) -> Result<(Tensor<B, 4>, Vec<usize>)> {
-        self.items.batch(range, pre, device)
+impl std::ops::Deref for ImageNetFolder {
+    type Target = LabeledImages;
+    fn deref(&self) -> &LabeledImages {
+        &self.items
     }
 }

@@ -5,7 +5,7 @@ pub mod folder;
 pub mod image;
 
 pub use cifar::Cifar10;
-pub use folder::{ImageFolder, ImageNetFolder};
+pub use folder::{ImageFolder, ImageNetFolder, LabeledImages};
 pub use image::{Interpolation, Preprocess, RgbImage};
 
 /// Per-channel normalization `(x - mean) / std` of RGB values in `[0, 1]`.
