@@ -2,7 +2,7 @@
 //! [`ImageNetFolder`] (a flat folder of `<synset>_<anything>.JPEG` files with a `synsets.txt`).
 //!
 //! Both list their files once when opened (sorted, so labels and order are reproducible) and decode
-//! lazily: [`ImageFolder::load`] / [`ImageFolder::batch`] read, decode and preprocess on each call.
+//! lazily: [`LabeledImages::load`] / [`LabeledImages::batch`] read, decode and preprocess on each call.
 //! Only `.jpg`, `.jpeg` and `.png` files (any case) are images; other files are ignored.
 //!
 //! ```no_run
