@@ -2,7 +2,6 @@
 //! warm-up). Used by `scripts/bench/compare_pytorch.py` to compare with PyTorch at the same thread
 //! count (`RAYON_NUM_THREADS` sets vitq's on the CPU backend).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -15,12 +14,8 @@ type B = Flex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset; inferred from the checkpoint when omitted.
-    #[arg(long)]
-    model: Option<String>,
-    /// Weights (safetensors or PyTorch).
-    #[arg(long)]
-    weights: PathBuf,
+    #[command(flatten)]
+    model: crate::eval::ModelArgs,
     /// Images per forward pass.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -55,7 +50,7 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("--batch and --iters must be at least 1");
     }
     let device = Default::default();
-    let model: Model<B> = crate::eval::load_model(args.model.as_deref(), &args.weights)?;
+    let model: Model<B> = args.model.load()?;
     let size = args.size.unwrap_or_else(|| model.input_size());
     let x = vitq_core::synth::Rng::new(0).gaussian_vec(args.batch * 3 * size * size);
     let x = Tensor::<B, 4>::from_data(TensorData::new(x, [args.batch, 3, size, size]), &device);

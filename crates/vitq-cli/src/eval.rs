@@ -15,12 +15,8 @@ type B = Flex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset (e.g. resnet20, deit_tiny_patch16_224); inferred from the checkpoint when omitted.
-    #[arg(long)]
-    model: Option<String>,
-    /// Weights (safetensors).
-    #[arg(long)]
-    weights: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Dataset: `cifar10:<file.bin>`, `imagefolder:<dir>` (one sub-folder per class) or
     /// `imagenet:<dir>` (flat `<synset>_*.JPEG` files plus `synsets.txt`).
     #[arg(long)]
@@ -106,8 +102,26 @@ impl Dataset {
     }
 }
 
-/// Loads `--model` (or infers it) from `--weights` on the CPU backend.
-pub fn load_model(name: Option<&str>, weights: &std::path::Path) -> Result<Model<B>> {
+/// `--model` and `--weights`, shared by the commands that run a float model.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Model preset (e.g. resnet20, deit_tiny_patch16_224); inferred from the checkpoint's tensor names
+    /// and shapes when omitted.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Weights (safetensors, or a PyTorch .pth / .th).
+    #[arg(long)]
+    pub weights: PathBuf,
+}
+
+impl ModelArgs {
+    /// Loads the model on the CPU backend.
+    pub fn load(&self) -> Result<Model<B>> {
+        load_model(self.model.as_deref(), &self.weights)
+    }
+}
+
+fn load_model(name: Option<&str>, weights: &std::path::Path) -> Result<Model<B>> {
     let device = Default::default();
     match name {
         Some(n) => Model::<B>::load(n, weights, &device)
@@ -121,7 +135,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let model = load_model(args.model.as_deref(), &args.weights)?;
+    let model = args.model.load()?;
     let data = Dataset::parse(&args.data)?;
     let total = args.limit.unwrap_or(usize::MAX).min(data.len());
     if total == 0 {

@@ -15,12 +15,8 @@ type B = Flex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset; inferred from the checkpoint's tensor names and shapes when omitted.
-    #[arg(long)]
-    model: Option<String>,
-    /// Weights (safetensors).
-    #[arg(long)]
-    weights: PathBuf,
+    #[command(flatten)]
+    model: crate::eval::ModelArgs,
     /// safetensors file with a float tensor `input` of shape [N, 3, H, W], already normalized.
     #[arg(long)]
     input: PathBuf,
@@ -46,7 +42,7 @@ pub fn run(args: &Args) -> Result<()> {
             x.data[i]
         );
     }
-    let model: Model<B> = crate::eval::load_model(args.model.as_deref(), &args.weights)?;
+    let model: Model<B> = args.model.load()?;
     let x = Tensor::<B, 4>::from_data(TensorData::new(x.data.clone(), dims), &device);
     let (name, data) = match model.predict(x)? {
         Output::Logits(t) => ("logits", t.into_data()),

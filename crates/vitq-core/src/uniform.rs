@@ -165,10 +165,15 @@ pub fn scale_and_zero_point(spec: &QuantSpec, r: Range) -> (f32, i32) {
 /// Quantizes then dequantizes one value with scale `s` and zero point `z` (the reference formula).
 #[inline]
 pub fn fake_quant(x: f32, s: f32, z: i32, spec: &QuantSpec) -> f32 {
+    (quantize_one(x, s, z, spec) - z) as f32 * s
+}
+
+/// The code of one value: `clamp(round(x / s) + z, qmin, qmax)`.
+#[inline]
+pub fn quantize_one(x: f32, s: f32, z: i32, spec: &QuantSpec) -> i32 {
     let (qmin, qmax) = spec.qrange();
-    let q =
-        (spec.rounding.apply(x / s) as i64 + i64::from(z)).clamp(i64::from(qmin), i64::from(qmax));
-    (q as i32 - z) as f32 * s
+    (spec.rounding.apply(x / s) as i64 + i64::from(z)).clamp(i64::from(qmin), i64::from(qmax))
+        as i32
 }
 
 /// Reference quantizer: one element at a time, in plain Rust. The oracle for [`quantize_tensor`].
@@ -176,15 +181,12 @@ pub fn quantize_ref(data: &[f32], params: &QuantParams) -> Result<Vec<i32>> {
     let layout = params.layout()?;
     check_len(data.len(), &layout)?;
     check_finite(data, &layout.shape)?;
-    let (qmin, qmax) = params.spec.qrange();
-    let rounding = params.spec.rounding;
     Ok(data
         .iter()
         .enumerate()
         .map(|(i, &x)| {
             let k = layout.slice_of(i);
-            let q = rounding.apply(x / params.scales[k]) as i64 + i64::from(params.zero_points[k]);
-            q.clamp(i64::from(qmin), i64::from(qmax)) as i32
+            quantize_one(x, params.scales[k], params.zero_points[k], &params.spec)
         })
         .collect())
 }
