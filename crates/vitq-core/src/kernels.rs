@@ -7,6 +7,8 @@
 //! |---|---|
 //! | [`gemm_i8_ref`] | the oracle: one dot product at a time |
 //! | [`gemm_i8`] | the fast path: rows split over threads; AVX-512 VNNI where the CPU has it (detected at run time), a portable loop elsewhere ([`Kernel`], [`gemm_i8_with`]) |
+//! | [`IntWeight`], [`quantize_act`], [`linear_i8`] | a quantized linear layer in integers: codes, the zero-point correction, the rescale |
+//! | [`im2col_i8`] | convolution patches of int8 codes (padding with the zero point's code), so a conv is one GEMM |
 //!
 //! The VNNI path uses `vpdpbusd`, which multiplies *unsigned* bytes by signed ones: it adds 128 to
 //! every activation (`a ⊕ 0x80`) and subtracts `128 · Σ_k B[j, k]` afterwards, which is exact.
@@ -260,102 +262,214 @@ mod vnni {
     }
 }
 
-/// A W8A8 linear layer computed in integers: int8 weights (symmetric, one scale per output channel)
-/// and int8 activations (symmetric, one scale per call), `i32` accumulation, then
-/// `y[i, j] = s_x · s_w[j] · acc[i, j] + bias[j]`.
-///
-/// # Shapes
-/// - weight codes `[out, in]` (PyTorch layout), scales `[out]`, bias `[out]`
-/// - input `[m, in]` → output `[m, out]`
+/// The weights of one layer ready for the integer GEMM: symmetric codes `[n, k]` (PyTorch layout: one row
+/// per output channel, conv kernels flattened), one scale per row, and each row's code sum (used to
+/// correct for the activations' zero point).
 #[derive(Clone, Debug, PartialEq)]
-pub struct LinearI8 {
-    /// Weight codes, row-major `[out, in]`.
+pub struct IntWeight {
+    /// Codes, row-major `[n, k]`.
     pub codes: Vec<i8>,
-    /// One scale per output channel.
+    /// One scale per output row.
     pub scales: Vec<f32>,
-    /// Optional bias `[out]`.
-    pub bias: Option<Vec<f32>>,
-    /// Input features.
-    pub d_in: usize,
-    /// Output features.
-    pub d_out: usize,
+    /// `Σ_k codes[j, k]` per row.
+    pub row_sums: Vec<i32>,
+    /// Output rows.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
 }
 
-impl LinearI8 {
-    /// Quantizes a float weight `[out, in]` to int8, symmetric, per output channel (`s = max|w| / 127`).
-    pub fn from_f32(
-        weight: &[f32],
-        bias: Option<Vec<f32>>,
-        d_out: usize,
-        d_in: usize,
-    ) -> Result<Self> {
-        let spec = crate::QuantSpec::new(
-            8,
-            crate::Scheme::Symmetric,
-            crate::Granularity::PerChannel { axis: 0 },
-        )?;
-        let p = crate::QuantParams::calibrate(weight, &[d_out, d_in], &spec)?;
-        let codes = crate::uniform::quantize_ref(weight, &p)?
-            .into_iter()
-            .map(|q| q as i8)
-            .collect();
-        if let Some(b) = &bias
-            && b.len() != d_out
-        {
-            return Err(Error::ShapeMismatch {
-                what: "linear bias".into(),
-                expected: vec![d_out],
-                got: vec![b.len()],
-            });
+impl IntWeight {
+    /// From a uniform, symmetric [`QuantizedTensor`](crate::QuantizedTensor) quantized per tensor or per
+    /// output channel (axis 0); its shape `[n, ...]` is read as `[n, k]`. Other encodings are
+    /// [`Error::Unsupported`]: they run through the simulated (dequantized) path instead.
+    pub fn from_quantized(q: &crate::QuantizedTensor) -> Result<Self> {
+        let spec = q.spec();
+        let per_row = match spec.granularity {
+            crate::Granularity::PerTensor => false,
+            crate::Granularity::PerChannel { axis: 0 } => true,
+            g => {
+                return Err(Error::Unsupported(format!(
+                    "integer GEMM needs per-tensor or per-output-channel weights, not {g}"
+                )));
+            }
+        };
+        if spec.scheme != crate::Scheme::Symmetric {
+            return Err(Error::Unsupported(format!(
+                "integer GEMM needs symmetric weights, not {:?}",
+                spec.scheme
+            )));
         }
+        let params = q
+            .params()
+            .ok_or_else(|| Error::Unsupported("integer GEMM needs uniform weight codes".into()))?;
+        let shape = q.shape();
+        let n = shape.first().copied().unwrap_or(1);
+        let k = q.numel() / n.max(1);
+        let codes: Vec<i8> = q.codes()?.into_iter().map(|c| c as i8).collect();
+        let scales = if per_row {
+            params.scales
+        } else {
+            vec![params.scales[0]; n]
+        };
+        let row_sums = codes
+            .chunks_exact(k.max(1))
+            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+            .collect();
         Ok(Self {
             codes,
-            scales: p.scales,
-            bias,
-            d_in,
-            d_out,
+            scales,
+            row_sums,
+            n,
+            k,
         })
     }
 
-    /// `y = x · Wᵀ + b` for `x` `[m, in]`: `x` is quantized to int8 with scale `max|x| / 127` (or
-    /// `act_scale` if given, e.g. from calibration), then the integer GEMM runs.
-    pub fn forward(&self, x: &[f32], m: usize, act_scale: Option<f32>) -> Result<Vec<f32>> {
-        if x.len() != m * self.d_in {
-            return Err(Error::ShapeMismatch {
-                what: "W8A8 linear input".into(),
-                expected: vec![m, self.d_in],
-                got: vec![x.len()],
-            });
-        }
-        crate::uniform::check_finite(x, &[m, self.d_in])?;
-        let s_x = act_scale
-            .unwrap_or_else(|| {
-                x.par_iter()
-                    .fold(|| 0f32, |a, v| a.max(v.abs()))
-                    .reduce(|| 0f32, f32::max)
-                    / 127.0
-            })
-            .max(f32::EPSILON);
-        let inv = 1.0 / s_x;
-        // Multiplying by 1/s rather than dividing can differ from `x / s` by one code at exact ties;
-        // the reference for this layer (tests/kernels.rs) quantizes the same way.
-        let xq: Vec<i8> = x
-            .par_iter()
-            .map(|v| (v * inv).round_ties_even().clamp(-128.0, 127.0) as i8)
-            .collect();
-        let acc = gemm_i8(&xq, &self.codes, m, self.d_out, self.d_in)?;
-        let col_scale: Vec<f32> = self.scales.iter().map(|s| s * s_x).collect();
-        let zeros = vec![0f32; self.d_out];
-        let bias = self.bias.as_deref().unwrap_or(&zeros);
-        let y: Vec<f32> = acc
-            .par_chunks(self.d_out)
-            .flat_map_iter(|row| {
-                row.iter()
-                    .zip(&col_scale)
-                    .zip(bias)
-                    .map(|((&a, &s), &b)| a as f32 * s + b)
-            })
-            .collect();
-        Ok(y)
+    /// Quantizes a float weight `[n, k]` to `bits`-bit symmetric codes, one min-max scale per row.
+    pub fn from_f32(weight: &[f32], n: usize, k: usize, bits: u32) -> Result<Self> {
+        let spec = crate::QuantSpec::new(
+            bits,
+            crate::Scheme::Symmetric,
+            crate::Granularity::PerChannel { axis: 0 },
+        )?;
+        Self::from_quantized(&crate::QuantizedTensor::quantize(weight, &[n, k], &spec)?)
     }
+}
+
+/// The offset between a per-tensor activation quantizer's codes and the `i8` the GEMM reads: 128 for
+/// asymmetric (unsigned) codes, 0 for symmetric ones.
+pub fn act_offset(spec: &crate::QuantSpec) -> i32 {
+    if spec.scheme == crate::Scheme::Asymmetric {
+        128
+    } else {
+        0
+    }
+}
+
+/// Quantizes activations with scale `s` and zero point `z` (the formula of
+/// [`quantize_one`](crate::uniform::quantize_one)) into `i8`, shifted by [`act_offset`]; returns the
+/// codes and the shifted zero point. Specs of more than 8 bits cannot occur ([`crate::BitWidth`]).
+pub fn quantize_act(x: &[f32], s: f32, z: i32, spec: &crate::QuantSpec) -> (Vec<i8>, i32) {
+    let off = act_offset(spec);
+    let codes = x
+        .par_iter()
+        .map(|&v| (crate::uniform::quantize_one(v, s, z, spec) - off) as i8)
+        .collect();
+    (codes, z - off)
+}
+
+/// A quantized linear layer in integers: `y[i, j] = s_x · s_w[j] · (Σ_k x[i, k] · W[j, k] − z_x · Σ_k W[j, k]) + b[j]`
+/// for `i8` activation codes `x` `[m, k]` with zero point `z_x` and scale `s_x` (from [`quantize_act`]).
+/// The GEMM is [`gemm_i8`]; the correction and rescale are exact up to the final f32 multiply.
+pub fn linear_i8(
+    x: &[i8],
+    zero: i32,
+    scale: f32,
+    w: &IntWeight,
+    bias: Option<&[f32]>,
+    m: usize,
+) -> Result<Vec<f32>> {
+    if let Some(b) = bias
+        && b.len() != w.n
+    {
+        return Err(Error::ShapeMismatch {
+            what: "integer linear bias".into(),
+            expected: vec![w.n],
+            got: vec![b.len()],
+        });
+    }
+    let acc = gemm_i8(x, &w.codes, m, w.n, w.k)?;
+    let col_scale: Vec<f32> = w.scales.iter().map(|s| s * scale).collect();
+    let col_zero: Vec<i32> = w.row_sums.iter().map(|s| s * zero).collect();
+    let zeros = vec![0f32; w.n];
+    let bias = bias.unwrap_or(&zeros);
+    let mut y = vec![0f32; m * w.n];
+    y.par_chunks_mut(w.n.max(1))
+        .zip(acc.par_chunks(w.n.max(1)))
+        .for_each(|(out, row)| {
+            for j in 0..row.len() {
+                out[j] = (row[j] - col_zero[j]) as f32 * col_scale[j] + bias[j];
+            }
+        });
+    Ok(y)
+}
+
+/// Convolution geometry for [`im2col_i8`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input `[batch, channels, h, w]`.
+    pub input: [usize; 4],
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding (both sides).
+    pub padding: [usize; 2],
+    /// Dilation.
+    pub dilation: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Output `[oh, ow]`; [`Error::ShapeMismatch`] when the kernel does not fit the padded input.
+    pub fn output(&self) -> Result<[usize; 2]> {
+        let mut out = [0; 2];
+        for a in 0..2 {
+            let span = self.dilation[a] * (self.kernel[a].max(1) - 1) + 1;
+            let padded = self.input[2 + a] + 2 * self.padding[a];
+            if span > padded || self.stride[a] == 0 {
+                return Err(Error::ShapeMismatch {
+                    what: "convolution input (kernel larger than the padded input)".into(),
+                    expected: vec![span],
+                    got: self.input.to_vec(),
+                });
+            }
+            out[a] = (padded - span) / self.stride[a] + 1;
+        }
+        Ok(out)
+    }
+}
+
+/// The patch matrix of a convolution over `i8` codes: rows `[batch · oh · ow]`, columns
+/// `[channels · kh · kw]` in the order of a PyTorch conv weight `[out, in, kh, kw]`. Padding takes the
+/// code `pad` (the activations' zero point, which stands for 0.0), so the zero-point correction of
+/// [`linear_i8`] stays exact at the borders. Returns the matrix and `[oh, ow]`.
+pub fn im2col_i8(x: &[i8], g: &ConvGeometry, pad: i8) -> Result<(Vec<i8>, [usize; 2])> {
+    let [n, c, h, w] = g.input;
+    if x.len() != n * c * h * w {
+        return Err(Error::ShapeMismatch {
+            what: "im2col input".into(),
+            expected: g.input.to_vec(),
+            got: vec![x.len()],
+        });
+    }
+    let [oh, ow] = g.output()?;
+    let [kh, kw] = g.kernel;
+    let cols = c * kh * kw;
+    let mut out = vec![pad; n * oh * ow * cols];
+    out.par_chunks_mut(cols.max(1))
+        .enumerate()
+        .for_each(|(row, patch)| {
+            let (b, rest) = (row / (oh * ow), row % (oh * ow));
+            let (oy, ox) = (rest / ow, rest % ow);
+            for ci in 0..c {
+                let plane = &x[(b * c + ci) * h * w..][..h * w];
+                for ky in 0..kh {
+                    let iy =
+                        (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..][..w];
+                    let dst = &mut patch[(ci * kh + ky) * kw..][..kw];
+                    for (kx, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                            - g.padding[1] as isize;
+                        if ix >= 0 && ix < w as isize {
+                            *d = src[ix as usize];
+                        }
+                    }
+                }
+            }
+        });
+    Ok((out, [oh, ow]))
 }

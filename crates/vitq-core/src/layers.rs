@@ -2,10 +2,30 @@
 //! [`QMatMul`] (the attention matmuls).
 //!
 //! Models (in `vitq-models`) are made of these layers so that quantization transforms the very same
-//! model rather than a copy per precision. This version runs them in **float mode only**; the
-//! calibrate and quantized modes (activation observers at every input, integer GEMM) arrive with the
-//! post-training quantization pipeline. Each layer has a module path (its `name`), set by the model,
-//! which is what [`crate::QuantConfig`] patterns match.
+//! model rather than a copy per precision. Each layer has a module path (its `name`), set by the model,
+//! which is what [`crate::QuantConfig`] patterns match, and a [`LayerState`] that selects its mode:
+//!
+//! | mode | what `forward` does |
+//! |---|---|
+//! | [`Mode::Float`] | the float layer |
+//! | [`Mode::Calibrate`] | the float layer, and an [`Observer`] collects statistics of every input |
+//! | [`Mode::Quantized`] | see below |
+//!
+//! In quantized mode the weight parameter holds the *dequantized* weights (so every path and backend can
+//! run them) and the state keeps the [`QuantizedTensor`] that is saved. Then:
+//! - **integer** ([`ExecPath::Integer`]): activations quantized per tensor (static scale, or per batch in
+//!   dynamic mode) and weights symmetric per tensor or per output channel: `QLinear` and (one group)
+//!   `QConv2d` run [`kernels::linear_i8`] on the host — i8 × i8 products accumulated in i32, then
+//!   rescaled. This is exact integer arithmetic, not a float emulation.
+//! - **simulated** ([`ExecPath::Simulated`]): quantized activations that the integer kernel cannot take
+//!   (asymmetric or grouped weights, grouped convs, and the attention matmuls `QMatMul`) are
+//!   fake-quantized (quantize → dequantize) and the float op runs on the dequantized operands. The
+//!   result equals the integer computation up to float rounding.
+//! - **weight-only** ([`ExecPath::WeightOnly`]): float activations and dequantized weights (W8, W4, NF4).
+//!
+//! Forward passes cannot return errors (they are burn modules); a failure inside a layer (NaN or Inf in
+//! its input while calibrating or running in integers) is recorded in the layer's state and read with
+//! [`LayerState::take_fault`] — `vitq-models`' `Model::forward` turns it into an error naming the layer.
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -21,11 +41,243 @@
 //! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), vec![7.5, -1.0]);
 //! ```
 
+use std::sync::{Arc, Mutex};
+
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+
+use crate::error::{Error, Result, ResultExt};
+use crate::kernels::{self, ConvGeometry, IntWeight};
+use crate::observer::{Observer, Range};
+use crate::uniform::{check_finite, scale_and_zero_point, tensor_to_vec};
+use crate::{QuantSpec, QuantizedTensor, Scheme};
+
+/// How a layer's activations are quantized in quantized mode: the spec and, for static quantization,
+/// the calibrated scale and zero point (`None`: computed from every batch, min-max — dynamic mode).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActQuant {
+    /// Per-tensor uniform spec.
+    pub spec: QuantSpec,
+    /// `(scale, zero_point)` when static.
+    pub params: Option<(f32, i32)>,
+}
+
+impl ActQuant {
+    /// Scale and zero point for this batch: the static ones, or min-max of `x`.
+    pub fn params_for(&self, x: &[f32]) -> (f32, i32) {
+        self.params.unwrap_or_else(|| {
+            let r = x.iter().fold(Range { min: 0.0, max: 0.0 }, |r, &v| Range {
+                min: r.min.min(v),
+                max: r.max.max(v),
+            });
+            scale_and_zero_point(&self.spec, r)
+        })
+    }
+
+    /// Quantize → dequantize on the tensor's device (the simulated path).
+    pub fn fake_quant<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
+        let (s, z) = match self.params {
+            Some(p) => p,
+            None => {
+                let min = x.clone().min().into_scalar().elem::<f32>();
+                let max = x.clone().max().into_scalar().elem::<f32>();
+                scale_and_zero_point(&self.spec, Range { min, max })
+            }
+        };
+        let (qmin, qmax) = self.spec.qrange();
+        let q = x.div_scalar(s);
+        let q = match self.spec.rounding {
+            crate::Rounding::NearestEven => q.round(),
+            _ => q.clone().sign() * q.abs().add_scalar(0.5).floor(),
+        };
+        Ok(q.add_scalar(z)
+            .clamp(qmin as f32, qmax as f32)
+            .sub_scalar(z)
+            .mul_scalar(s))
+    }
+}
+
+/// Which arithmetic a quantized layer runs (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecPath {
+    /// Not quantized.
+    Float,
+    /// i8 × i8 → i32 GEMM.
+    Integer,
+    /// Fake-quantized activations, float op on dequantized operands.
+    Simulated,
+    /// Float activations, dequantized weights.
+    WeightOnly,
+}
+
+/// A layer in quantized mode.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// The stored weight (PyTorch layout), `None` for float weights and for `QMatMul`.
+    pub weight: Option<QuantizedTensor>,
+    /// One entry per input (`QMatMul` has two); `None` keeps that input in float.
+    pub inputs: Vec<Option<ActQuant>>,
+    int_weight: Option<IntWeight>,
+}
+
+impl Quantized {
+    /// The arithmetic this layer runs.
+    pub fn path(&self) -> ExecPath {
+        if self.inputs.iter().all(Option::is_none) {
+            if self.weight.is_some() {
+                ExecPath::WeightOnly
+            } else {
+                ExecPath::Float
+            }
+        } else if self.int_weight.is_some() {
+            ExecPath::Integer
+        } else {
+            ExecPath::Simulated
+        }
+    }
+}
+
+/// A layer's mode.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// Float (the default).
+    #[default]
+    Float,
+    /// Float, observing every input.
+    Calibrate(Arc<Vec<Mutex<Observer>>>),
+    /// Quantized.
+    Quantized(Arc<Quantized>),
+}
+
+/// The quantization state of one layer: its [`Mode`] and the first fault recorded during a forward pass.
+#[derive(Clone, Debug, Default)]
+pub struct LayerState {
+    mode: Mode,
+    fault: Arc<Mutex<Option<Error>>>,
+}
+
+impl LayerState {
+    /// The current mode.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// The quantized state, if quantized.
+    pub fn quantized(&self) -> Option<&Quantized> {
+        match &self.mode {
+            Mode::Quantized(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Takes the first error recorded since the last call (NaN/Inf inputs, shape problems).
+    pub fn take_fault(&self) -> Option<Error> {
+        self.fault.lock().ok().and_then(|mut f| f.take())
+    }
+
+    fn record(&self, name: &str, e: Error) {
+        if let Ok(mut f) = self.fault.lock()
+            && f.is_none()
+        {
+            *f = Some(Error::Context {
+                context: format!("layer `{name}`"),
+                source: Box::new(e),
+            });
+        }
+    }
+
+    fn observe<B: Backend, const D: usize>(&self, name: &str, input: usize, x: &Tensor<B, D>) {
+        if let Mode::Calibrate(obs) = &self.mode
+            && let Some(o) = obs.get(input)
+        {
+            let r = match o.lock() {
+                Ok(mut o) => o.observe_tensor(x),
+                Err(_) => Err(Error::Unsupported("observer lock poisoned".into())),
+            };
+            if let Err(e) = r {
+                self.record(name, e);
+            }
+        }
+    }
+
+    /// Starts calibrating `inputs` inputs: one observer per `Some(spec)` (a `None` input is not observed
+    /// but keeps its slot).
+    pub fn start_calibration(&mut self, specs: &[Option<QuantSpec>]) -> Result<()> {
+        let observers = specs
+            .iter()
+            .map(|s| {
+                // Unquantized inputs get a cheap min-max observer whose result is never used.
+                let spec = s.unwrap_or(QuantSpec::new(8, Scheme::Asymmetric, Default::default())?);
+                Observer::new(spec).map(Mutex::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.mode = Mode::Calibrate(Arc::new(observers));
+        Ok(())
+    }
+
+    /// The static activation quantizers from the observers of [`LayerState::start_calibration`], for
+    /// the inputs whose `specs` entry is `Some`; [`Error::Empty`] if nothing was observed.
+    pub fn finish_calibration(&self, specs: &[Option<QuantSpec>]) -> Result<Vec<Option<ActQuant>>> {
+        let Mode::Calibrate(obs) = &self.mode else {
+            return Err(Error::Unsupported(
+                "finish_calibration on a layer that is not calibrating".into(),
+            ));
+        };
+        specs
+            .iter()
+            .zip(obs.iter())
+            .map(|(spec, o)| {
+                let Some(spec) = spec else { return Ok(None) };
+                let o = o
+                    .lock()
+                    .map_err(|_| Error::Unsupported("observer lock poisoned".into()))?;
+                let r = o.ranges()?;
+                let (s, z) = scale_and_zero_point(spec, r[0]);
+                Ok(Some(ActQuant {
+                    spec: *spec,
+                    params: Some((s, z)),
+                }))
+            })
+            .collect()
+    }
+
+    /// Back to float mode.
+    pub fn reset(&mut self) {
+        self.mode = Mode::Float;
+    }
+}
+
+fn host<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (data, shape) = tensor_to_vec(x)?;
+    check_finite(&data, &shape)?;
+    Ok((data, shape))
+}
+
+fn bias_vec<B: Backend>(bias: &Option<Param<Tensor<B, 1>>>) -> Result<Option<Vec<f32>>> {
+    bias.as_ref()
+        .map(|b| tensor_to_vec(&b.val()).map(|(v, _)| v))
+        .transpose()
+}
+
+fn set_quantized(
+    state: &mut LayerState,
+    weight: Option<QuantizedTensor>,
+    inputs: Vec<Option<ActQuant>>,
+    integer_ok: bool,
+) {
+    let int_weight = match (&weight, inputs.first()) {
+        (Some(w), Some(Some(_))) if integer_ok => IntWeight::from_quantized(w).ok(),
+        _ => None,
+    };
+    state.mode = Mode::Quantized(Arc::new(Quantized {
+        weight,
+        inputs,
+        int_weight,
+    }));
+}
 
 /// A linear layer `y = x · Wᵀ + b` (weight stored in burn's `[in, out]` layout for a transpose-free
 /// matmul; constructed from PyTorch's `[out, in]` with [`QLinear::from_torch`]).
@@ -41,6 +293,9 @@ pub struct QLinear<B: Backend> {
     /// Module path, e.g. `blocks.0.mlp.fc1`.
     #[module(skip)]
     pub name: String,
+    /// Quantization state.
+    #[module(skip)]
+    pub quant: LayerState,
 }
 
 impl<B: Backend> QLinear<B> {
@@ -54,6 +309,7 @@ impl<B: Backend> QLinear<B> {
             weight: Param::from_tensor(weight.transpose()),
             bias: bias.map(Param::from_tensor),
             name: name.into(),
+            quant: LayerState::default(),
         }
     }
 
@@ -67,9 +323,77 @@ impl<B: Backend> QLinear<B> {
         self.weight.dims()[1]
     }
 
-    /// Applies the layer.
+    /// The weight in PyTorch layout `[out, in]`, row-major on the host.
+    pub fn weight_torch(&self) -> Result<(Vec<f32>, Vec<usize>)> {
+        tensor_to_vec(&self.weight.val().transpose())
+    }
+
+    /// Enters quantized mode: the weight parameter becomes `weight`'s dequantized values (PyTorch layout
+    /// `[out, in]`; `None` keeps the float weight) and `input` quantizes the input (`None`: float).
+    pub fn set_quantized(
+        &mut self,
+        weight: Option<QuantizedTensor>,
+        input: Option<ActQuant>,
+    ) -> Result<()> {
+        if let Some(w) = &weight {
+            let expected = [self.d_out(), self.d_in()];
+            if w.shape() != expected {
+                return Err(Error::ShapeMismatch {
+                    what: format!("quantized weight of `{}`", self.name),
+                    expected: expected.to_vec(),
+                    got: w.shape().to_vec(),
+                });
+            }
+            let t: Tensor<B, 2> = w.to_tensor(&self.weight.device())?;
+            self.weight = Param::from_tensor(t.transpose());
+        }
+        set_quantized(&mut self.quant, weight, vec![input], true);
+        Ok(())
+    }
+
+    /// Applies the layer in its current mode.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let float = |x| linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        match &self.quant.mode {
+            Mode::Float => float(x),
+            Mode::Calibrate(_) => {
+                self.quant.observe(&self.name, 0, &x);
+                float(x)
+            }
+            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
+                (None, _) => float(x),
+                (Some(a), Some(w)) => match self.forward_int(&x, a, w) {
+                    Ok(y) => y,
+                    Err(e) => {
+                        self.quant.record(&self.name, e);
+                        float(x)
+                    }
+                },
+                (Some(a), None) => match a.fake_quant(x.clone()) {
+                    Ok(xq) => float(xq),
+                    Err(e) => {
+                        self.quant.record(&self.name, e);
+                        float(x)
+                    }
+                },
+            },
+        }
+    }
+
+    fn forward_int<const D: usize>(
+        &self,
+        x: &Tensor<B, D>,
+        a: &ActQuant,
+        w: &IntWeight,
+    ) -> Result<Tensor<B, D>> {
+        let (data, mut shape) = host(x)?;
+        let k = shape[D - 1];
+        let m = data.len() / k.max(1);
+        let (s, z) = a.params_for(&data);
+        let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
+        let y = kernels::linear_i8(&xq, zq, s, w, bias_vec(&self.bias)?.as_deref(), m)?;
+        shape[D - 1] = w.n;
+        Ok(Tensor::from_data(TensorData::new(y, shape), &x.device()))
     }
 }
 
@@ -99,6 +423,9 @@ pub struct QConv2d<B: Backend> {
     /// Module path, e.g. `layer1.0.conv1`.
     #[module(skip)]
     pub name: String,
+    /// Quantization state.
+    #[module(skip)]
+    pub quant: LayerState,
 }
 
 impl<B: Backend> QConv2d<B> {
@@ -118,6 +445,7 @@ impl<B: Backend> QConv2d<B> {
             dilation: [1; 2],
             groups: 1,
             name: name.into(),
+            quant: LayerState::default(),
         }
     }
 
@@ -126,19 +454,114 @@ impl<B: Backend> QConv2d<B> {
         self.weight.dims()[0]
     }
 
-    /// Applies the convolution.
+    /// The weight `[out, in / groups, kh, kw]`, row-major on the host.
+    pub fn weight_torch(&self) -> Result<(Vec<f32>, Vec<usize>)> {
+        tensor_to_vec(&self.weight.val())
+    }
+
+    /// Enters quantized mode (see [`QLinear::set_quantized`]).
+    pub fn set_quantized(
+        &mut self,
+        weight: Option<QuantizedTensor>,
+        input: Option<ActQuant>,
+    ) -> Result<()> {
+        if let Some(w) = &weight {
+            let expected = self.weight.dims();
+            if w.shape() != expected {
+                return Err(Error::ShapeMismatch {
+                    what: format!("quantized weight of `{}`", self.name),
+                    expected: expected.to_vec(),
+                    got: w.shape().to_vec(),
+                });
+            }
+            self.weight = Param::from_tensor(w.to_tensor(&self.weight.device())?);
+        }
+        let integer_ok = self.groups == 1;
+        set_quantized(&mut self.quant, weight, vec![input], integer_ok);
+        Ok(())
+    }
+
+    /// Applies the convolution in its current mode.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        conv2d(
-            x,
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-            ConvOptions::new(self.stride, self.padding, self.dilation, self.groups),
-        )
+        let float = |x| {
+            conv2d(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(|b| b.val()),
+                ConvOptions::new(self.stride, self.padding, self.dilation, self.groups),
+            )
+        };
+        match &self.quant.mode {
+            Mode::Float => float(x),
+            Mode::Calibrate(_) => {
+                self.quant.observe(&self.name, 0, &x);
+                float(x)
+            }
+            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
+                (None, _) => float(x),
+                (Some(a), Some(w)) => match self.forward_int(&x, a, w) {
+                    Ok(y) => y,
+                    Err(e) => {
+                        self.quant.record(&self.name, e);
+                        float(x)
+                    }
+                },
+                (Some(a), None) => match a.fake_quant(x.clone()) {
+                    Ok(xq) => float(xq),
+                    Err(e) => {
+                        self.quant.record(&self.name, e);
+                        float(x)
+                    }
+                },
+            },
+        }
+    }
+
+    fn forward_int(&self, x: &Tensor<B, 4>, a: &ActQuant, w: &IntWeight) -> Result<Tensor<B, 4>> {
+        let (data, shape) = host(x)?;
+        let [_, _, kh, kw] = self.weight.dims();
+        let g = ConvGeometry {
+            input: [shape[0], shape[1], shape[2], shape[3]],
+            kernel: [kh, kw],
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        };
+        if shape[1] * kh * kw != w.k {
+            return Err(Error::ShapeMismatch {
+                what: format!("input channels of conv `{}`", self.name),
+                expected: vec![w.k / (kh * kw).max(1)],
+                got: shape,
+            });
+        }
+        let (s, z) = a.params_for(&data);
+        let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
+        let (cols, [oh, ow]) = kernels::im2col_i8(&xq, &g, zq as i8)?;
+        let n = shape[0];
+        let rows = n * oh * ow;
+        let y = kernels::linear_i8(&cols, zq, s, w, bias_vec(&self.bias)?.as_deref(), rows)?;
+        // [n, oh·ow, out] → [n, out, oh·ow]
+        let plane = oh * ow;
+        let mut out = vec![0f32; y.len()];
+        for b in 0..n {
+            let src = &y[b * plane * w.n..][..plane * w.n];
+            let dst = &mut out[b * plane * w.n..][..plane * w.n];
+            for p in 0..plane {
+                for c in 0..w.n {
+                    dst[c * plane + p] = src[p * w.n + c];
+                }
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(out, [n, w.n, oh, ow]),
+            &x.device(),
+        ))
     }
 }
 
-/// A batched matrix product of two activations (`Q·Kᵀ` and `softmax·V` in attention); the place
-/// where activation quantizers for both operands sit once quantized modes land.
+/// A batched matrix product of two activations (`Q·Kᵀ` and `softmax·V` in attention), with an
+/// activation quantizer on each operand. In quantized mode it runs the simulated path (fake-quantized
+/// operands, float matmul); integer attention is `vitq-attention`'s business.
 ///
 /// # Shapes
 /// - `[..., m, k]` × `[..., k, n]` → `[..., m, n]`
@@ -147,20 +570,138 @@ pub struct QMatMul {
     /// Module path, e.g. `blocks.0.attn.matmul_qk`.
     #[module(skip)]
     pub name: String,
+    /// Quantization state.
+    #[module(skip)]
+    pub quant: LayerState,
 }
 
 impl QMatMul {
     /// A named matmul.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            quant: LayerState::default(),
+        }
     }
 
-    /// `a · b`.
+    /// Enters quantized mode with one (optional) quantizer per operand.
+    pub fn set_quantized(&mut self, a: Option<ActQuant>, b: Option<ActQuant>) {
+        set_quantized(&mut self.quant, None, vec![a, b], false);
+    }
+
+    /// `a · b` in the current mode.
     pub fn forward<B: Backend, const D: usize>(
         &self,
         a: Tensor<B, D>,
         b: Tensor<B, D>,
     ) -> Tensor<B, D> {
-        a.matmul(b)
+        match &self.quant.mode {
+            Mode::Float => a.matmul(b),
+            Mode::Calibrate(_) => {
+                self.quant.observe(&self.name, 0, &a);
+                self.quant.observe(&self.name, 1, &b);
+                a.matmul(b)
+            }
+            Mode::Quantized(q) => {
+                let fq = |x: Tensor<B, D>, i: usize| match &q.inputs[i] {
+                    None => x,
+                    Some(aq) => aq
+                        .fake_quant(x.clone())
+                        .context(|| format!("operand {i}"))
+                        .unwrap_or_else(|e| {
+                            self.quant.record(&self.name, e);
+                            x
+                        }),
+                };
+                fq(a, 0).matmul(fq(b, 1))
+            }
+        }
+    }
+}
+
+/// A mutable reference to one quantizable layer of a model (what [`crate::ptq::quantize`] walks).
+#[derive(Debug)]
+pub enum LayerMut<'a, B: Backend> {
+    /// A linear layer.
+    Linear(&'a mut QLinear<B>),
+    /// A convolution.
+    Conv(&'a mut QConv2d<B>),
+    /// An activation × activation matmul.
+    MatMul(&'a mut QMatMul),
+}
+
+impl<B: Backend> LayerMut<'_, B> {
+    /// Module path.
+    pub fn name(&self) -> &str {
+        match self {
+            LayerMut::Linear(l) => &l.name,
+            LayerMut::Conv(l) => &l.name,
+            LayerMut::MatMul(l) => &l.name,
+        }
+    }
+
+    /// Quantization state.
+    pub fn state(&self) -> &LayerState {
+        match self {
+            LayerMut::Linear(l) => &l.quant,
+            LayerMut::Conv(l) => &l.quant,
+            LayerMut::MatMul(l) => &l.quant,
+        }
+    }
+
+    /// Mutable quantization state.
+    pub fn state_mut(&mut self) -> &mut LayerState {
+        match self {
+            LayerMut::Linear(l) => &mut l.quant,
+            LayerMut::Conv(l) => &mut l.quant,
+            LayerMut::MatMul(l) => &mut l.quant,
+        }
+    }
+
+    /// Number of activation inputs (2 for a matmul).
+    pub fn num_inputs(&self) -> usize {
+        match self {
+            LayerMut::MatMul(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The weight in PyTorch layout, `None` for a matmul.
+    pub fn weight_torch(&self) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+        match self {
+            LayerMut::Linear(l) => l.weight_torch().map(Some),
+            LayerMut::Conv(l) => l.weight_torch().map(Some),
+            LayerMut::MatMul(_) => Ok(None),
+        }
+    }
+
+    /// Enters quantized mode (for a matmul, `weight` must be `None`; `inputs` has
+    /// [`LayerMut::num_inputs`] entries).
+    pub fn set_quantized(
+        &mut self,
+        weight: Option<QuantizedTensor>,
+        inputs: Vec<Option<ActQuant>>,
+    ) -> Result<()> {
+        if inputs.len() != self.num_inputs() {
+            return Err(Error::ShapeMismatch {
+                what: format!("activation quantizers of `{}`", self.name()),
+                expected: vec![self.num_inputs()],
+                got: vec![inputs.len()],
+            });
+        }
+        match self {
+            LayerMut::Linear(l) => l.set_quantized(weight, inputs[0]),
+            LayerMut::Conv(l) => l.set_quantized(weight, inputs[0]),
+            LayerMut::MatMul(l) => {
+                if weight.is_some() {
+                    return Err(Error::Unsupported(format!(
+                        "`{}` is an activation matmul and has no weight",
+                        l.name
+                    )));
+                }
+                l.set_quantized(inputs[0], inputs[1]);
+                Ok(())
+            }
+        }
     }
 }

@@ -12,8 +12,9 @@
 //! | [`pack`] | lossless bit packing of 2–8-bit codes |
 //! | [`qtensor`] | [`QuantizedTensor`]: packed codes + parameters + shape + spec |
 //! | [`config`] | [`QuantConfig`]: serde config with presets and per-layer overrides |
-//! | [`kernels`] | int8 GEMM (i8 × i8 → i32: reference, AVX-512 VNNI, portable) and a W8A8 linear layer |
-//! | [`layers`] | the quantizable layers models are built from: `QLinear`, `QConv2d`, `QMatMul` (float mode) |
+//! | [`kernels`] | int8 GEMM (i8 × i8 → i32: reference, AVX-512 VNNI, portable) and the integer linear / conv building blocks |
+//! | [`layers`] | the quantizable layers models are built from: `QLinear`, `QConv2d`, `QMatMul`, in float, calibrate and quantized (integer) modes |
+//! | [`ptq`] | [`ptq::quantize`]: post-training quantization of a whole model |
 //! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
 //! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
 //! | [`metrics`] | MSE, SQNR and summary statistics |
@@ -59,6 +60,7 @@ pub mod metrics;
 pub mod nf4;
 pub mod observer;
 pub mod pack;
+pub mod ptq;
 pub mod qtensor;
 pub mod spec;
 pub mod synth;

@@ -1,0 +1,152 @@
+//! Post-training quantization of a whole model: [`quantize`].
+//!
+//! A model exposes its quantizable layers through [`Quantizable`]; `quantize` then
+//! 1. checks the config against the layer names (unknown patterns list the closest names),
+//! 2. quantizes every weight the config asks for (each with its spec's calibration method, on the
+//!    weight itself),
+//! 3. for static activation quantization, puts the layers in calibrate mode and runs the calibration
+//!    batches through the float model (observers at every layer input), then fixes each input's scale and
+//!    zero point from its observer,
+//! 4. puts every layer in quantized mode ([`crate::layers`] explains what runs then).
+//!
+//! Dynamic activation quantization (`activation_mode = "dynamic"`) needs no calibration batches.
+//! A fault in any layer (NaN or Inf in an activation) stops calibration with an error naming the layer.
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::config::ActivationMode;
+use crate::error::{Error, Result, ResultExt};
+use crate::layers::{ActQuant, LayerMut};
+use crate::{QuantConfig, QuantSpec, QuantizedTensor};
+
+/// A model whose quantizable layers can be walked.
+pub trait Quantizable<B: Backend> {
+    /// Every quantizable layer, in forward order.
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_, B>>;
+
+    /// One forward pass over a calibration batch `[batch, 3, h, w]` (outputs are discarded).
+    fn calibration_step(&self, batch: Tensor<B, 4>) -> Result<()>;
+}
+
+/// The names of a model's quantizable layers, in forward order.
+pub fn layer_names<B: Backend, M: Quantizable<B>>(model: &mut M) -> Vec<String> {
+    model
+        .layers_mut()
+        .iter()
+        .map(|l| l.name().to_string())
+        .collect()
+}
+
+/// The first fault recorded by any layer since the last call (see [`crate::layers::LayerState::take_fault`]).
+pub fn take_fault<B: Backend, M: Quantizable<B>>(model: &mut M) -> Option<Error> {
+    model
+        .layers_mut()
+        .iter()
+        .filter_map(|l| l.state().take_fault())
+        .next()
+}
+
+struct Plan {
+    weight: Option<QuantizedTensor>,
+    inputs: Vec<Option<QuantSpec>>,
+}
+
+/// Quantizes `model` as `config` says, calibrating static activation quantizers on `batches` (all of
+/// them: the caller chooses how many images to use). `progress` is called with the number of images seen
+/// after each batch.
+///
+/// Errors: an invalid config, a pattern that matches no layer, an empty calibration set when the config
+/// has static activation quantizers, non-finite weights or activations (naming the layer).
+pub fn quantize<B, M, I>(
+    mut model: M,
+    config: &QuantConfig,
+    batches: I,
+    progress: &mut dyn FnMut(usize),
+) -> Result<M>
+where
+    B: Backend,
+    M: Quantizable<B>,
+    I: IntoIterator<Item = Tensor<B, 4>>,
+{
+    config.validate()?;
+    config.check_layers(&layer_names(&mut model))?;
+    let dynamic = config.activation_mode == ActivationMode::Dynamic;
+
+    let mut plans = Vec::new();
+    let mut calibrate = false;
+    for layer in model.layers_mut().iter_mut() {
+        let name = layer.name().to_string();
+        let lq = config.resolve(&name);
+        let weight = match (lq.weights, layer.weight_torch()?) {
+            (Some(spec), Some((data, shape))) => Some(
+                QuantizedTensor::quantize(&data, &shape, &spec)
+                    .context(|| format!("weight of layer `{name}`"))?,
+            ),
+            _ => None,
+        };
+        let inputs = vec![lq.activations; layer.num_inputs()];
+        if !dynamic && lq.activations.is_some() {
+            layer.state_mut().start_calibration(&inputs)?;
+            calibrate = true;
+        } else {
+            layer.state_mut().reset();
+        }
+        plans.push(Plan { weight, inputs });
+    }
+
+    if calibrate {
+        let mut images = 0;
+        for batch in batches {
+            let n = batch.dims()[0];
+            let step = model.calibration_step(batch);
+            if let Some(fault) = take_fault(&mut model) {
+                reset_all(&mut model);
+                return Err(fault).context(|| format!("calibration after {images} images"));
+            }
+            if let Err(e) = step {
+                reset_all(&mut model);
+                return Err(e);
+            }
+            images += n;
+            progress(images);
+        }
+        if images == 0 {
+            reset_all(&mut model);
+            return Err(Error::Empty {
+                what: "calibration set (the config quantizes activations statically)".into(),
+                shape: vec![0],
+            });
+        }
+    }
+
+    for (mut layer, plan) in model.layers_mut().into_iter().zip(plans) {
+        let name = layer.name().to_string();
+        let quantized_inputs = plan.inputs.iter().any(Option::is_some);
+        if plan.weight.is_none() && !quantized_inputs {
+            layer.state_mut().reset();
+            continue;
+        }
+        let inputs: Vec<Option<ActQuant>> = if dynamic || !quantized_inputs {
+            plan.inputs
+                .iter()
+                .map(|s| s.map(|spec| ActQuant { spec, params: None }))
+                .collect()
+        } else {
+            layer
+                .state()
+                .finish_calibration(&plan.inputs)
+                .context(|| format!("activations of layer `{name}`"))?
+        };
+        layer
+            .set_quantized(plan.weight, inputs)
+            .context(|| format!("layer `{name}`"))?;
+    }
+    Ok(model)
+}
+
+fn reset_all<B: Backend, M: Quantizable<B>>(model: &mut M) {
+    for mut l in model.layers_mut() {
+        l.state_mut().reset();
+    }
+}
