@@ -1,4 +1,4 @@
-//! `vitq eval`: accuracy and speed of a float model on a labelled dataset.
+//! `vitq eval`: accuracy and speed of a float or quantized model on a labelled dataset.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,6 +42,10 @@ struct Report {
     correct: usize,
     total: usize,
     images_per_second: f64,
+    /// Weight bits (32 = float; `null` when layers differ).
+    bits: Option<u32>,
+    /// Bytes of the model file.
+    model_bytes: u64,
     per_class_accuracy: Vec<f64>,
     confusion: Vec<Vec<usize>>,
 }
@@ -73,6 +77,11 @@ impl Dataset {
         }
     }
 
+    /// Whether the dataset has no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A normalized batch for `model` and its labels.
     pub fn batch(
         &self,
@@ -102,23 +111,67 @@ impl Dataset {
     }
 }
 
-/// `--model` and `--weights`, shared by the commands that run a float model.
+/// `--model` and `--weights` (a float model) or `--quantized` (a file from `vitq quantize`), shared by
+/// the commands that run a model.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     /// Model preset (e.g. resnet20, deit_tiny_patch16_224); inferred from the checkpoint's tensor names
     /// and shapes when omitted.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "quantized")]
     pub model: Option<String>,
-    /// Weights (safetensors, or a PyTorch .pth / .th).
+    /// Float weights (safetensors, or a PyTorch .pth / .th).
+    #[arg(long, required_unless_present = "quantized")]
+    pub weights: Option<PathBuf>,
+    /// A quantized model written by `vitq quantize` (instead of --model / --weights).
     #[arg(long)]
-    pub weights: PathBuf,
+    pub quantized: Option<PathBuf>,
+}
+
+/// A model and what it costs on disk.
+pub struct Loaded {
+    pub model: Model<B>,
+    /// Weight bits: 32 for float, the config's default weight bits otherwise (`None` if mixed).
+    pub bits: Option<u32>,
+    /// Size of the file it was loaded from.
+    pub model_bytes: u64,
 }
 
 impl ModelArgs {
     /// Loads the model on the CPU backend.
     pub fn load(&self) -> Result<Model<B>> {
-        load_model(self.model.as_deref(), &self.weights)
+        Ok(self.load_with_size()?.model)
     }
+
+    /// Loads the model and measures its file.
+    pub fn load_with_size(&self) -> Result<Loaded> {
+        let (path, model) = match (&self.quantized, &self.weights) {
+            (Some(q), _) => {
+                let (model, _config) = Model::<B>::load_quantized(q, &Default::default())
+                    .with_context(|| format!("loading quantized model {}", q.display()))?;
+                (q, model)
+            }
+            (None, Some(w)) => (w, load_model(self.model.as_deref(), w)?),
+            (None, None) => bail!("give --weights (a float model) or --quantized"),
+        };
+        let model_bytes = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        Ok(Loaded {
+            bits: weight_bits(&model),
+            model,
+            model_bytes,
+        })
+    }
+}
+
+/// The weight bits shared by every quantizable layer (32 = float), `None` when they differ.
+pub fn weight_bits(model: &Model<B>) -> Option<u32> {
+    let bits: std::collections::BTreeSet<u32> = model
+        .layer_bits()
+        .iter()
+        .map(|(_, w, _)| w.unwrap_or(32))
+        .collect();
+    (bits.len() == 1).then(|| bits.into_iter().next().unwrap_or(32))
 }
 
 fn load_model(name: Option<&str>, weights: &std::path::Path) -> Result<Model<B>> {
@@ -131,42 +184,63 @@ fn load_model(name: Option<&str>, weights: &std::path::Path) -> Result<Model<B>>
     }
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
+/// A progress bar on stderr for passes over more than a few hundred images (hidden otherwise, or when
+/// `quiet`).
+pub fn progress_bar(total: usize, what: &str, quiet: bool) -> ProgressBar {
+    if quiet || total <= 200 {
+        return ProgressBar::hidden();
     }
-    let model = args.model.load()?;
-    let data = Dataset::parse(&args.data)?;
-    let total = args.limit.unwrap_or(usize::MAX).min(data.len());
-    if total == 0 {
-        bail!("no images to evaluate (--limit 0?)");
-    }
-    let bar = if args.json || total <= 200 {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    };
+    let b = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// Accuracy of `model` on the first `total` images of `data`, and images per second.
+pub fn evaluate(
+    model: &Model<B>,
+    data: &Dataset,
+    total: usize,
+    batch: usize,
+    bar: &ProgressBar,
+) -> Result<(Metrics, f64)> {
     let mut metrics = Metrics::new(model.num_classes());
-    let start = Instant::now();
-    for lo in (0..total).step_by(args.batch) {
-        let hi = (lo + args.batch).min(total);
-        let (x, labels) = data.batch(lo..hi, &model)?;
+    let mut secs = 0.0;
+    for lo in (0..total).step_by(batch.max(1)) {
+        let hi = (lo + batch).min(total);
+        let (x, labels) = data.batch(lo..hi, model)?;
+        let start = Instant::now();
         let logits = model
             .forward(x)?
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        secs += start.elapsed().as_secs_f64();
         metrics.add_batch(&logits, &labels);
         bar.inc((hi - lo) as u64);
     }
     bar.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
+    Ok((metrics, total as f64 / secs.max(1e-9)))
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let loaded = args.model.load_with_size()?;
+    let model = &loaded.model;
+    let data = Dataset::parse(&args.data)?;
+    let total = args.limit.unwrap_or(usize::MAX).min(data.len());
+    if total == 0 {
+        bail!("no images to evaluate (--limit 0?)");
+    }
+    let bar = progress_bar(total, "images", args.json);
+    let (metrics, images_per_second) = evaluate(model, &data, total, args.batch, &bar)?;
     let report = Report {
         model: model.name().to_string(),
         data: args.data.clone(),
@@ -175,7 +249,9 @@ pub fn run(args: &Args) -> Result<()> {
         f1: metrics.weighted_f1(),
         correct: metrics.correct(),
         total: metrics.total(),
-        images_per_second: metrics.total() as f64 / secs,
+        images_per_second,
+        bits: loaded.bits,
+        model_bytes: loaded.model_bytes,
         per_class_accuracy: metrics.per_class_accuracy(),
         confusion: metrics.confusion().to_vec(),
     };
@@ -192,6 +268,11 @@ pub fn run(args: &Args) -> Result<()> {
         );
         println!("top-5      {:.2} %", 100.0 * report.top5);
         println!("F1         {:.4} (weighted)", report.f1);
+        let bits = report.bits.map_or("mixed".into(), |b| b.to_string());
+        println!(
+            "model      {} bytes on disk, {bits}-bit weights",
+            report.model_bytes
+        );
         println!(
             "speed      {:.1} images/s ({} threads available)",
             report.images_per_second,

@@ -1,9 +1,11 @@
 //! `vitq`: the command-line front end of the vitq crates.
 
 mod bench;
+mod energy;
 mod eval;
 mod inspect;
 mod predict;
+mod quantize;
 
 use std::process::ExitCode;
 
@@ -22,21 +24,28 @@ enum Command {
     /// Per-tensor statistics and quantization error of a safetensors checkpoint at 8, 6 and 4 bits,
     /// per-tensor and per-channel.
     Inspect(inspect::Args),
-    /// Accuracy (top-1, top-5, F1) and speed of a float model on a labelled dataset.
+    /// Post-training quantization: calibrate, quantize and write one file.
+    Quantize(quantize::Args),
+    /// Accuracy (top-1, top-5, F1), size and speed of a float or quantized model on a labelled dataset.
     Eval(eval::Args),
     /// Run a model on the `input` tensor of a safetensors file and write `logits`.
     Predict(predict::Args),
     /// Latency of a model's float forward pass on random inputs.
     Bench(bench::Args),
+    /// Per-layer MACs, bytes and modelled energy (Horowitz, 45 nm) of a model preset at a config's
+    /// bit-widths, and the reduction against float 32.
+    Energy(energy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Energy(args) => energy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -286,6 +286,14 @@ impl QuantConfig {
         out
     }
 
+    /// Whether [`crate::ptq::quantize`] needs calibration images: some activations are quantized with
+    /// static (calibrated) scales.
+    pub fn needs_calibration(&self) -> bool {
+        self.activation_mode == ActivationMode::Static
+            && (self.activations.is_some()
+                || self.overrides.iter().any(|o| o.activations.is_some()))
+    }
+
     /// Checks that every override pattern matches at least one of `layers`; the error for the first
     /// that does not lists the closest layer names.
     pub fn check_layers<S: AsRef<str>>(&self, layers: &[S]) -> Result<()> {

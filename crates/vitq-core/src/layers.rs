@@ -57,7 +57,7 @@ use crate::{QuantSpec, QuantizedTensor, Scheme};
 
 /// How a layer's activations are quantized in quantized mode: the spec and, for static quantization,
 /// the calibrated scale and zero point (`None`: computed from every batch, min-max — dynamic mode).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ActQuant {
     /// Per-tensor uniform spec.
     pub spec: QuantSpec,
@@ -313,6 +313,11 @@ impl<B: Backend> QLinear<B> {
         }
     }
 
+    /// The module path and quantization state.
+    pub fn named_state(&self) -> (&str, &LayerState) {
+        (&self.name, &self.quant)
+    }
+
     /// Input features.
     pub fn d_in(&self) -> usize {
         self.weight.dims()[0]
@@ -449,6 +454,11 @@ impl<B: Backend> QConv2d<B> {
         }
     }
 
+    /// The module path and quantization state.
+    pub fn named_state(&self) -> (&str, &LayerState) {
+        (&self.name, &self.quant)
+    }
+
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
@@ -582,6 +592,11 @@ impl QMatMul {
             name: name.into(),
             quant: LayerState::default(),
         }
+    }
+
+    /// The module path and quantization state.
+    pub fn named_state(&self) -> (&str, &LayerState) {
+        (&self.name, &self.quant)
     }
 
     /// Enters quantized mode with one (optional) quantizer per operand.

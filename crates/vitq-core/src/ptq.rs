@@ -17,13 +17,16 @@ use burn::tensor::backend::Backend;
 
 use crate::config::ActivationMode;
 use crate::error::{Error, Result, ResultExt};
-use crate::layers::{ActQuant, LayerMut};
+use crate::layers::{ActQuant, LayerMut, LayerState};
 use crate::{QuantConfig, QuantSpec, QuantizedTensor};
 
 /// A model whose quantizable layers can be walked.
 pub trait Quantizable<B: Backend> {
     /// Every quantizable layer, in forward order.
     fn layers_mut(&mut self) -> Vec<LayerMut<'_, B>>;
+
+    /// The name and state of every quantizable layer, in the order of [`Quantizable::layers_mut`].
+    fn layer_states(&self) -> Vec<(&str, &LayerState)>;
 
     /// One forward pass over a calibration batch `[batch, 3, h, w]` (outputs are discarded).
     fn calibration_step(&self, batch: Tensor<B, 4>) -> Result<()>;
@@ -39,11 +42,11 @@ pub fn layer_names<B: Backend, M: Quantizable<B>>(model: &mut M) -> Vec<String> 
 }
 
 /// The first fault recorded by any layer since the last call (see [`crate::layers::LayerState::take_fault`]).
-pub fn take_fault<B: Backend, M: Quantizable<B>>(model: &mut M) -> Option<Error> {
+pub fn take_fault<B: Backend, M: Quantizable<B>>(model: &M) -> Option<Error> {
     model
-        .layers_mut()
+        .layer_states()
         .iter()
-        .filter_map(|l| l.state().take_fault())
+        .filter_map(|(_, l)| l.take_fault())
         .next()
 }
 
@@ -100,7 +103,7 @@ where
         for batch in batches {
             let n = batch.dims()[0];
             let step = model.calibration_step(batch);
-            if let Some(fault) = take_fault(&mut model) {
+            if let Some(fault) = take_fault(&model) {
                 reset_all(&mut model);
                 return Err(fault).context(|| format!("calibration after {images} images"));
             }

@@ -3,7 +3,7 @@
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use vitq_core::layers::{ActQuant, ExecPath, LayerMut, QConv2d, QLinear};
+use vitq_core::layers::{ActQuant, ExecPath, LayerMut, LayerState, QConv2d, QLinear};
 use vitq_core::ptq::{self, Quantizable};
 use vitq_core::synth::Rng;
 use vitq_core::uniform::{fake_quant, scale_and_zero_point, tensor_to_vec};
@@ -194,6 +194,13 @@ impl Quantizable<B> for Mlp {
         vec![
             LayerMut::Linear(&mut self.fc1),
             LayerMut::Linear(&mut self.fc2),
+        ]
+    }
+
+    fn layer_states(&self) -> Vec<(&str, &LayerState)> {
+        vec![
+            (&self.fc1.name, &self.fc1.quant),
+            (&self.fc2.name, &self.fc2.quant),
         ]
     }
 

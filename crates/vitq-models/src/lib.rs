@@ -11,6 +11,7 @@
 //! | [`pytorch`] | `.pth` / `.th` checkpoints through burn-store, nested `state_dict`s found |
 //! | [`data`] | CIFAR-10 binary files, JPEG / PNG decoding with timm's eval preprocessing (a port of Pillow's resampler), ImageFolder and ImageNet-style folders, normalization |
 //! | [`zoo`] | load any preset by name, run it, know its input size and normalization |
+//! | [`quantized`] | `Model::quantize` (post-training quantization), and saving / loading a quantized model as one file |
 //! | [`metrics`] | top-1, top-5, weighted F1, per-class accuracy, confusion matrix |
 //!
 //! Every model is checked against timm / torchvision on the same weights and inputs (fixtures from
@@ -35,6 +36,7 @@ pub mod data;
 pub mod error;
 pub mod metrics;
 pub mod pytorch;
+pub mod quantized;
 pub mod resnet;
 pub mod vit;
 pub mod weights;

@@ -17,7 +17,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 use burn::tensor::{Tensor, TensorData, s};
-use vitq_core::layers::{QConv2d, QLinear};
+use vitq_core::layers::{LayerMut, LayerState, QConv2d, QLinear};
 
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
@@ -26,7 +26,7 @@ use crate::weights::WeightMap;
 pub const BN_EPS: f32 = 1e-5;
 
 /// Which ResNet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResNetKind {
     /// CIFAR ResNet-(6n+2): 3 stages of 16/32/64 channels with `n` basic blocks each, option-A shortcuts.
     Cifar {
@@ -45,7 +45,7 @@ pub enum ResNetKind {
 }
 
 /// A ResNet preset.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {
     /// Preset name, e.g. `resnet20`.
     pub name: String,
@@ -224,6 +224,11 @@ impl<B: Backend> ResNet<B> {
         Ok(model)
     }
 
+    /// The model with every parameter zero (to be filled from a quantized file).
+    pub(crate) fn skeleton(config: &ResNetConfig, device: &B::Device) -> Self {
+        Self::build(config, &mut WeightMap::empty(), device)
+    }
+
     fn build(config: &ResNetConfig, w: &mut WeightMap, device: &B::Device) -> Self {
         let mut blocks = Vec::new();
         match config.kind {
@@ -366,5 +371,36 @@ impl<B: Backend> ResNet<B> {
         }
         let [n, c, _, _] = x.dims();
         adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
+    }
+}
+
+impl<B: Backend> vitq_core::ptq::Quantizable<B> for ResNet<B> {
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_, B>> {
+        let mut out = vec![LayerMut::Conv(&mut self.conv1)];
+        for b in &mut self.blocks {
+            out.push(LayerMut::Conv(&mut b.conv1));
+            out.push(LayerMut::Conv(&mut b.conv2));
+            out.extend(b.conv3.as_mut().map(LayerMut::Conv));
+            out.extend(b.downsample.as_mut().map(LayerMut::Conv));
+        }
+        out.push(LayerMut::Linear(&mut self.fc));
+        out
+    }
+
+    fn layer_states(&self) -> Vec<(&str, &LayerState)> {
+        let s = QConv2d::named_state;
+        let mut out = vec![s(&self.conv1)];
+        for b in &self.blocks {
+            out.extend([s(&b.conv1), s(&b.conv2)]);
+            out.extend(b.conv3.as_ref().map(s));
+            out.extend(b.downsample.as_ref().map(s));
+        }
+        out.push(self.fc.named_state());
+        out
+    }
+
+    fn calibration_step(&self, batch: Tensor<B, 4>) -> vitq_core::Result<()> {
+        let _ = self.forward(batch);
+        Ok(())
     }
 }

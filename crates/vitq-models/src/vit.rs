@@ -67,7 +67,7 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use vitq_core::layers::{QConv2d, QLinear, QMatMul};
+use vitq_core::layers::{LayerMut, LayerState, QConv2d, QLinear, QMatMul};
 
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
@@ -79,7 +79,7 @@ pub const TIMM_LN_EPS: f64 = 1e-6;
 pub const HF_VIT_LN_EPS: f64 = 1e-12;
 
 /// What the head sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Pooling {
     /// The class token (timm `global_pool='token'`): final `norm` over all tokens, then token 0.
     Cls,
@@ -89,7 +89,7 @@ pub enum Pooling {
 }
 
 /// A Vision Transformer configuration; field names follow timm's `VisionTransformer` arguments.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ViTConfig {
     /// Preset name, e.g. `deit_small_patch16_224`.
     pub name: String,
@@ -843,6 +843,18 @@ impl<B: Backend> ViT<B> {
         Ok(model)
     }
 
+    /// The model with every parameter zero and a `pos_embed` of `pos_embed_shape` (to be filled from a
+    /// quantized file).
+    pub(crate) fn skeleton(
+        config: &ViTConfig,
+        pos_embed_shape: &[usize],
+        device: &B::Device,
+    ) -> Self {
+        let mut w = WeightMap::empty();
+        w.insert_zeros("pos_embed", pos_embed_shape);
+        Self::build(config, &Naming::Timm, &mut w, device)
+    }
+
     fn build(config: &ViTConfig, naming: &Naming, w: &mut WeightMap, device: &B::Device) -> Self {
         let d = config.embed_dim;
         let p = config.patch_size;
@@ -1077,6 +1089,11 @@ impl<B: Backend> ViT<B> {
         }
     }
 
+    /// Shape of the stored `pos_embed` parameter.
+    pub fn pos_embed_shape(&self) -> [usize; 3] {
+        self.pos_embed.dims()
+    }
+
     /// The position embedding for a patch grid `[gh, gw]`: `[1, 1 + gh·gw, dim]` (`[1, gh·gw, dim]` for
     /// a timm `no_embed_class` checkpoint). The stored one if the grid is the checkpoint's, otherwise
     /// resampled on the host with [`resample_abs_pos_embed`] (the class-token row unchanged).
@@ -1092,5 +1109,45 @@ impl<B: Backend> ViT<B> {
         let host: Vec<f32> = pos.into_data().iter::<f32>().collect();
         let out = resample_abs_pos_embed(&host, d, self.pos_grid, grid, prefix);
         tensor(out, [1, prefix + grid[0] * grid[1], d], &device)
+    }
+}
+
+impl<B: Backend> vitq_core::ptq::Quantizable<B> for ViT<B> {
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_, B>> {
+        let mut out = vec![LayerMut::Conv(&mut self.patch_embed.proj)];
+        for b in &mut self.blocks {
+            out.push(LayerMut::Linear(&mut b.attn.qkv));
+            out.push(LayerMut::MatMul(&mut b.attn.matmul_qk));
+            out.push(LayerMut::MatMul(&mut b.attn.matmul_av));
+            out.push(LayerMut::Linear(&mut b.attn.proj));
+            out.push(LayerMut::Linear(&mut b.mlp.fc1));
+            out.push(LayerMut::Linear(&mut b.mlp.fc2));
+        }
+        out.extend(self.head.as_mut().map(LayerMut::Linear));
+        out
+    }
+
+    fn layer_states(&self) -> Vec<(&str, &LayerState)> {
+        let lin = QLinear::named_state;
+        let mm = QMatMul::named_state;
+        let mut out = vec![self.patch_embed.proj.named_state()];
+        for b in &self.blocks {
+            let (a, m) = (&b.attn, &b.mlp);
+            out.extend([
+                lin(&a.qkv),
+                mm(&a.matmul_qk),
+                mm(&a.matmul_av),
+                lin(&a.proj),
+                lin(&m.fc1),
+                lin(&m.fc2),
+            ]);
+        }
+        out.extend(self.head.as_ref().map(lin));
+        out
+    }
+
+    fn calibration_step(&self, batch: Tensor<B, 4>) -> vitq_core::Result<()> {
+        let _ = self.forward(batch);
+        Ok(())
     }
 }

@@ -63,6 +63,22 @@ impl WeightMap {
         }
     }
 
+    /// A map with no tensors (every `take` returns zeros).
+    pub(crate) fn empty() -> Self {
+        Self::from_checkpoint(Checkpoint {
+            path: PathBuf::new(),
+            tensors: Vec::new(),
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Adds a zero tensor of `shape` (fixes a shape that a constructor reads from the checkpoint).
+    pub(crate) fn insert_zeros(&mut self, name: &str, shape: &[usize]) {
+        let n = shape.iter().product();
+        self.tensors
+            .insert(name.to_string(), (shape.to_vec(), vec![0.0; n]));
+    }
+
     /// Names of all tensors.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

@@ -20,8 +20,8 @@ use crate::resnet::{RESNET_PRESETS, ResNet, ResNetConfig, ResNetKind};
 use crate::vit::{VIT_PRESETS, ViT, ViTConfig};
 use crate::weights::WeightMap;
 
-/// A loaded model of any supported family.
-#[derive(Debug)]
+/// A loaded model of any supported family (cloning shares the tensors' storage).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Model<B: Backend> {
     /// A ResNet.
@@ -183,7 +183,11 @@ impl<B: Backend> Model<B> {
         match self {
             Model::ViT { config, model } if config.num_classes == 0 => {
                 model.check_input(&x.dims())?;
-                Ok(Output::LastHiddenState(model.forward_features(x)))
+                let y = model.forward_features(x);
+                match vitq_core::ptq::take_fault(self) {
+                    Some(fault) => Err(fault.into()),
+                    None => Ok(Output::LastHiddenState(y)),
+                }
             }
             _ => self.forward(x).map(Output::Logits),
         }
@@ -199,9 +203,13 @@ impl<B: Backend> Model<B> {
                 got: x.dims().to_vec(),
             });
         }
-        match self {
-            Model::ResNet { model, .. } => Ok(model.forward(x)),
-            Model::ViT { model, .. } => model.try_forward(x),
+        let y = match self {
+            Model::ResNet { model, .. } => model.forward(x),
+            Model::ViT { model, .. } => model.try_forward(x)?,
+        };
+        match vitq_core::ptq::take_fault(self) {
+            Some(fault) => Err(fault.into()),
+            None => Ok(y),
         }
     }
 }
