@@ -84,6 +84,31 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// A short human description, e.g. `conv 3×3/2 16→32` or `matmul 3×[197×64]·[64×197]`.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                ..
+            } => format!(
+                "conv {}×{}/{} {in_channels}→{out_channels}",
+                kernel[0], kernel[1], stride[0]
+            ),
+            Op::Linear {
+                in_features,
+                out_features,
+                rows,
+                ..
+            } => format!("linear {rows}×[{in_features}→{out_features}]"),
+            Op::MatMul { batch, m, k, n } => format!("matmul {batch}×[{m}×{k}]·[{k}×{n}]"),
+        }
+    }
+}
+
 /// Element counts of one layer for one image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -311,27 +336,9 @@ impl Layer {
         }
     }
 
-    /// A short human description, e.g. `conv 3×3/2 16→32` or `matmul 3×[197×64]·[64×197]`.
+    /// A short human description ([`Op::describe`]).
     pub fn describe(&self) -> String {
-        match &self.op {
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                ..
-            } => format!(
-                "conv {}×{}/{} {in_channels}→{out_channels}",
-                kernel[0], kernel[1], stride[0]
-            ),
-            Op::Linear {
-                in_features,
-                out_features,
-                rows,
-                ..
-            } => format!("linear {rows}×[{in_features}→{out_features}]"),
-            Op::MatMul { batch, m, k, n } => format!("matmul {batch}×[{m}×{k}]·[{k}×{n}]"),
-        }
+        self.op.describe()
     }
 }
 
