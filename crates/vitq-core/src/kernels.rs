@@ -133,23 +133,29 @@ pub fn gemm_i8_with(
                 .chunks_exact(k)
                 .map(|r| r.iter().map(|&v| i32::from(v)).sum())
                 .collect();
-            // Tasks own blocks of `COLS` weight rows (≤ 64·k bytes, which stay in L2) and sweep every row of
-            // A over them in 4×4 register tiles; each writes a `[m, cols]` block that is then scattered.
+            // Tasks own a block of at most `ROWS` rows of A and `COLS` weight rows (≤ 64·k bytes, which
+            // stay in L2), swept in 4×4 register tiles; each writes a `[rows, cols]` block that is then
+            // scattered. Splitting rows too keeps every core busy when `n` is small (a conv's 16 channels).
             const COLS: usize = 64;
-            let blocks: Vec<(usize, Vec<i32>)> = (0..n.div_ceil(COLS))
+            const ROWS: usize = 256;
+            let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
+                .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
+                .collect();
+            let blocks: Vec<(usize, usize, Vec<i32>)> = tasks
                 .into_par_iter()
-                .map(|blk| {
-                    let j0 = blk * COLS;
+                .map(|(r0, j0)| {
                     let cols = COLS.min(n - j0);
-                    let mut out = vec![0i32; m * cols];
+                    let rows_blk = ROWS.min(m - r0);
+                    let mut out = vec![0i32; rows_blk * cols];
                     let b_blk = &b[j0 * k..(j0 + cols) * k];
-                    for i0 in (0..m).step_by(4) {
-                        let rows = 4.min(m - i0);
+                    for i0 in (0..rows_blk).step_by(4) {
+                        let rows = 4.min(rows_blk - i0);
+                        let a0 = (r0 + i0) * k;
                         // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at run time;
                         // the slices have the lengths `vnni::rows` requires (rows·k, cols·k, cols, rows·cols).
                         unsafe {
                             vnni::rows(
-                                &a[i0 * k..(i0 + rows) * k],
+                                &a[a0..a0 + rows * k],
                                 b_blk,
                                 &bsum[j0..j0 + cols],
                                 &mut out[i0 * cols..(i0 + rows) * cols],
@@ -159,13 +165,14 @@ pub fn gemm_i8_with(
                             )
                         };
                     }
-                    (j0, out)
+                    (r0, j0, out)
                 })
                 .collect();
-            for (j0, out) in blocks {
-                let cols = out.len() / m;
+            for (r0, j0, out) in blocks {
+                let cols = COLS.min(n - j0);
                 for (i, row) in out.chunks_exact(cols).enumerate() {
-                    c[i * n + j0..i * n + j0 + cols].copy_from_slice(row);
+                    let at = (r0 + i) * n + j0;
+                    c[at..at + cols].copy_from_slice(row);
                 }
             }
         }
@@ -325,6 +332,34 @@ impl IntWeight {
         })
     }
 
+    /// The codes of a conv weight `[out, in, kh, kw]` reordered to `[out, kh, kw, in]`, the column order
+    /// of [`im2col_i8`]. Scales and row sums do not change.
+    pub fn to_hwc(mut self, cin: usize, kh: usize, kw: usize) -> Result<Self> {
+        if cin * kh * kw != self.k {
+            return Err(Error::ShapeMismatch {
+                what: "conv weight codes".into(),
+                expected: vec![self.n, cin, kh, kw],
+                got: vec![self.n, self.k],
+            });
+        }
+        let mut out = vec![0i8; self.codes.len()];
+        for (src, dst) in self
+            .codes
+            .chunks_exact(self.k)
+            .zip(out.chunks_exact_mut(self.k))
+        {
+            for ci in 0..cin {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        dst[(y * kw + x) * cin + ci] = src[(ci * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        self.codes = out;
+        Ok(self)
+    }
+
     /// Quantizes a float weight `[n, k]` to `bits`-bit symmetric codes, one min-max scale per row.
     pub fn from_f32(weight: &[f32], n: usize, k: usize, bits: u32) -> Result<Self> {
         let spec = crate::QuantSpec::new(
@@ -350,12 +385,81 @@ pub fn act_offset(spec: &crate::QuantSpec) -> i32 {
 /// [`quantize_one`](crate::uniform::quantize_one)) into `i8`, shifted by [`act_offset`]; returns the
 /// codes and the shifted zero point. Specs of more than 8 bits cannot occur ([`crate::BitWidth`]).
 pub fn quantize_act(x: &[f32], s: f32, z: i32, spec: &crate::QuantSpec) -> (Vec<i8>, i32) {
-    let off = act_offset(spec);
-    let codes = x
-        .par_iter()
-        .map(|&v| (crate::uniform::quantize_one(v, s, z, spec) - off) as i8)
-        .collect();
-    (codes, z - off)
+    let q = ActCoder::new(s, z, spec);
+    (x.par_iter().map(|&v| q.code(v)).collect(), q.zero())
+}
+
+/// [`quantize_act`] for an NCHW activation `[n, c, h, w]`, writing the codes in NHWC order (what
+/// [`im2col_i8`] reads).
+pub fn quantize_act_nhwc(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    s: f32,
+    z: i32,
+    spec: &crate::QuantSpec,
+) -> Result<(Vec<i8>, i32)> {
+    if x.len() != n * c * h * w {
+        return Err(Error::ShapeMismatch {
+            what: "NCHW activation".into(),
+            expected: vec![n, c, h, w],
+            got: vec![x.len()],
+        });
+    }
+    let q = ActCoder::new(s, z, spec);
+    let mut out = vec![0i8; x.len()];
+    out.par_chunks_mut((w * c).max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, y) = (row / h, row % h);
+            for ci in 0..c {
+                let src = &x[((b * c + ci) * h + y) * w..][..w];
+                for (xi, &v) in src.iter().enumerate() {
+                    dst[xi * c + ci] = q.code(v);
+                }
+            }
+        });
+    Ok((out, q.zero()))
+}
+
+/// One activation quantizer, inlined: `clamp(round(x / s) + z, qmin, qmax) − offset`.
+struct ActCoder {
+    s: f32,
+    z: i32,
+    lo: f32,
+    hi: f32,
+    off: i32,
+    spec: crate::QuantSpec,
+}
+
+impl ActCoder {
+    fn new(s: f32, z: i32, spec: &crate::QuantSpec) -> Self {
+        let (qmin, qmax) = spec.qrange();
+        Self {
+            s,
+            z,
+            lo: (qmin - z) as f32,
+            hi: (qmax - z) as f32,
+            off: act_offset(spec),
+            spec: *spec,
+        }
+    }
+
+    fn zero(&self) -> i32 {
+        self.z - self.off
+    }
+
+    #[inline(always)]
+    fn code(&self, v: f32) -> i8 {
+        // Clamping to the integer bounds before rounding gives the same code as rounding first. Adding and
+        // subtracting 1.5·2²³ rounds to nearest, ties to even, for |v| < 2²² (the bounds are within ±2⁹).
+        const MAGIC: f32 = 12_582_912.0;
+        if self.spec.rounding == crate::Rounding::NearestEven {
+            let r = ((v / self.s).clamp(self.lo, self.hi) + MAGIC) - MAGIC;
+            (r as i32 + self.z - self.off) as i8
+        } else {
+            (crate::uniform::quantize_one(v, self.s, self.z, &self.spec) - self.off) as i8
+        }
+    }
 }
 
 /// A quantized linear layer in integers: `y[i, j] = s_x · s_w[j] · (Σ_k x[i, k] · W[j, k] − z_x · Σ_k W[j, k]) + b[j]`
@@ -429,10 +533,11 @@ impl ConvGeometry {
     }
 }
 
-/// The patch matrix of a convolution over `i8` codes: rows `[batch · oh · ow]`, columns
-/// `[channels · kh · kw]` in the order of a PyTorch conv weight `[out, in, kh, kw]`. Padding takes the
-/// code `pad` (the activations' zero point, which stands for 0.0), so the zero-point correction of
-/// [`linear_i8`] stays exact at the borders. Returns the matrix and `[oh, ow]`.
+/// The patch matrix of a convolution over `i8` codes in NHWC order (from [`quantize_act_nhwc`]): rows
+/// `[batch · oh · ow]`, columns `[kh · kw · channels]` — the order of a conv weight permuted to
+/// `[out, kh, kw, in]` ([`IntWeight::to_hwc`]). Padding takes the code `pad` (the activations' zero point,
+/// which stands for 0.0), so the zero-point correction of [`linear_i8`] stays exact at the borders.
+/// Returns the matrix and `[oh, ow]`.
 pub fn im2col_i8(x: &[i8], g: &ConvGeometry, pad: i8) -> Result<(Vec<i8>, [usize; 2])> {
     let [n, c, h, w] = g.input;
     if x.len() != n * c * h * w {
@@ -446,26 +551,31 @@ pub fn im2col_i8(x: &[i8], g: &ConvGeometry, pad: i8) -> Result<(Vec<i8>, [usize
     let [kh, kw] = g.kernel;
     let cols = c * kh * kw;
     let mut out = vec![pad; n * oh * ow * cols];
-    out.par_chunks_mut(cols.max(1))
+    out.par_chunks_mut((cols * ow).max(1))
         .enumerate()
-        .for_each(|(row, patch)| {
-            let (b, rest) = (row / (oh * ow), row % (oh * ow));
-            let (oy, ox) = (rest / ow, rest % ow);
-            for ci in 0..c {
-                let plane = &x[(b * c + ci) * h * w..][..h * w];
+        .for_each(|(orow, patches)| {
+            let (b, oy) = (orow / oh, orow % oh);
+            let image = &x[b * h * w * c..][..h * w * c];
+            for (ox, patch) in patches.chunks_exact_mut(cols).enumerate() {
                 for ky in 0..kh {
                     let iy =
                         (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0] as isize;
                     if iy < 0 || iy >= h as isize {
                         continue;
                     }
-                    let src = &plane[iy as usize * w..][..w];
-                    let dst = &mut patch[(ci * kh + ky) * kw..][..kw];
-                    for (kx, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
-                            - g.padding[1] as isize;
+                    let src_row = &image[iy as usize * w * c..][..w * c];
+                    let dst_row = &mut patch[ky * kw * c..][..kw * c];
+                    let ix0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+                    if g.dilation[1] == 1 && ix0 >= 0 && ix0 as usize + kw <= w {
+                        // The whole run of kw pixels is inside: one copy of kw·c codes.
+                        dst_row.copy_from_slice(&src_row[ix0 as usize * c..][..kw * c]);
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = ix0 + (kx * g.dilation[1]) as isize;
                         if ix >= 0 && ix < w as isize {
-                            *d = src[ix as usize];
+                            dst_row[kx * c..][..c]
+                                .copy_from_slice(&src_row[ix as usize * c..][..c]);
                         }
                     }
                 }

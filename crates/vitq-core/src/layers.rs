@@ -43,6 +43,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
+
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv2d, linear};
@@ -262,14 +264,29 @@ fn bias_vec<B: Backend>(bias: &Option<Param<Tensor<B, 1>>>) -> Result<Option<Vec
         .transpose()
 }
 
+/// How a layer can run its integer path.
+enum IntegerLayout {
+    /// Not at all (the simulated path).
+    None,
+    /// A linear layer: codes `[out, in]`.
+    Linear,
+    /// A conv with `[in, kh, kw]` kernels: codes permuted for NHWC patches.
+    ConvHwc([usize; 3]),
+}
+
 fn set_quantized(
     state: &mut LayerState,
     weight: Option<QuantizedTensor>,
     inputs: Vec<Option<ActQuant>>,
-    integer_ok: bool,
+    layout: IntegerLayout,
 ) {
-    let int_weight = match (&weight, inputs.first()) {
-        (Some(w), Some(Some(_))) if integer_ok => IntWeight::from_quantized(w).ok(),
+    let int_weight = match (&weight, inputs.first(), layout) {
+        (Some(w), Some(Some(_)), IntegerLayout::Linear) => IntWeight::from_quantized(w).ok(),
+        (Some(w), Some(Some(_)), IntegerLayout::ConvHwc([cin, kh, kw])) => {
+            IntWeight::from_quantized(w)
+                .and_then(|iw| iw.to_hwc(cin, kh, kw))
+                .ok()
+        }
         _ => None,
     };
     state.mode = Mode::Quantized(Arc::new(Quantized {
@@ -352,7 +369,7 @@ impl<B: Backend> QLinear<B> {
             let t: Tensor<B, 2> = w.to_tensor(&self.weight.device())?;
             self.weight = Param::from_tensor(t.transpose());
         }
-        set_quantized(&mut self.quant, weight, vec![input], true);
+        set_quantized(&mut self.quant, weight, vec![input], IntegerLayout::Linear);
         Ok(())
     }
 
@@ -486,8 +503,13 @@ impl<B: Backend> QConv2d<B> {
             }
             self.weight = Param::from_tensor(w.to_tensor(&self.weight.device())?);
         }
-        let integer_ok = self.groups == 1;
-        set_quantized(&mut self.quant, weight, vec![input], integer_ok);
+        let [_, cin, kh, kw] = self.weight.dims();
+        let layout = if self.groups == 1 {
+            IntegerLayout::ConvHwc([cin, kh, kw])
+        } else {
+            IntegerLayout::None
+        };
+        set_quantized(&mut self.quant, weight, vec![input], layout);
         Ok(())
     }
 
@@ -545,23 +567,23 @@ impl<B: Backend> QConv2d<B> {
             });
         }
         let (s, z) = a.params_for(&data);
-        let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
+        let (xq, zq) = kernels::quantize_act_nhwc(&data, g.input, s, z, &a.spec)?;
         let (cols, [oh, ow]) = kernels::im2col_i8(&xq, &g, zq as i8)?;
         let n = shape[0];
         let rows = n * oh * ow;
         let y = kernels::linear_i8(&cols, zq, s, w, bias_vec(&self.bias)?.as_deref(), rows)?;
-        // [n, oh·ow, out] → [n, out, oh·ow]
+        // NHWC [n, oh·ow, out] → NCHW [n, out, oh·ow]
         let plane = oh * ow;
         let mut out = vec![0f32; y.len()];
-        for b in 0..n {
-            let src = &y[b * plane * w.n..][..plane * w.n];
-            let dst = &mut out[b * plane * w.n..][..plane * w.n];
-            for p in 0..plane {
-                for c in 0..w.n {
-                    dst[c * plane + p] = src[p * w.n + c];
+        out.par_chunks_mut(plane.max(1))
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let (b, c) = (bc / w.n, bc % w.n);
+                let src = &y[b * plane * w.n..][..plane * w.n];
+                for (p, d) in dst.iter_mut().enumerate() {
+                    *d = src[p * w.n + c];
                 }
-            }
-        }
+            });
         Ok(Tensor::from_data(
             TensorData::new(out, [n, w.n, oh, ow]),
             &x.device(),
@@ -601,7 +623,7 @@ impl QMatMul {
 
     /// Enters quantized mode with one (optional) quantizer per operand.
     pub fn set_quantized(&mut self, a: Option<ActQuant>, b: Option<ActQuant>) {
-        set_quantized(&mut self.quant, None, vec![a, b], false);
+        set_quantized(&mut self.quant, None, vec![a, b], IntegerLayout::None);
     }
 
     /// `a · b` in the current mode.
