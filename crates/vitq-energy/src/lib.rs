@@ -17,9 +17,10 @@
 //!
 //! Layer names are the module paths the models give their layers (`layer1.0.conv1`,
 //! `blocks.3.attn.matmul_qk`, `head`), so `QuantConfig` overrides apply here exactly as they do to the
-//! model; a test builds every preset and compares. MAC counts match published figures (ViT-B/16
-//! 17.6 G, DeiT-Ti 1.25 G, ResNet-18 1.81 G, ResNet-20 40.55 M; see `tests/known_figures.rs`).
-//! The model, its assumptions and a worked example are in `docs/energy.md`.
+//! model; a test builds every preset and compares. MAC counts match published figures (torchvision:
+//! ViT-B/16 17.56 G, ViT-L/16 61.55 G, ResNet-18 1.81 G, ResNet-50 4.09 G; timm: DeiT-Ti 1.3 G;
+//! ResNet-20 40.55 M; see `tests/known_figures.rs`). The model, its assumptions and a worked example
+//! are in `docs/energy.md`.
 //!
 //! ```
 //! use vitq_core::QuantConfig;

@@ -72,6 +72,7 @@ pub enum Op {
         bias: bool,
     },
     /// A batched product of two activations (`QMatMul`): `[batch, m, k] · [batch, k, n]`.
+    #[serde(rename = "matmul")]
     MatMul {
         /// Independent products (attention heads).
         batch: usize,

@@ -3,14 +3,17 @@
 //!
 //! The models are built by `vitq-models` itself: every preset with zero weights (through its public
 //! checkpoint loader, with the widths shrunk so that the big ones stay small; names depend only on depth
-//! and structure), the vendored ResNet-20 checkpoint, and the timm ViT fixture. A layer's `name` is a
-//! public field that burn's module visitors do not expose, so it is read from the model's `Debug`
-//! output (`name: "…"`, printed by exactly those three layer types).
+//! and structure), the vendored ResNet-20 checkpoint, and the timm ViT fixture. Two readings of a
+//! model's names must both equal ours, in order:
+//! - `vitq_core::ptq::layer_names`, the walk `quantize` matches config patterns against;
+//! - every `name: "…"` in the model's `Debug` output (printed by exactly the three layer types), which
+//!   does not rely on that walk being complete.
 
 use std::path::PathBuf;
 
 use burn::backend::Flex;
 use vitq_core::checkpoint::{Checkpoint, FloatTensor};
+use vitq_core::ptq::{self, Quantizable};
 use vitq_energy::Network;
 use vitq_models::resnet::{ResNet, ResNetConfig, ResNetKind};
 use vitq_models::vit::{ViT, ViTConfig};
@@ -70,6 +73,12 @@ fn debug_names(model: &impl std::fmt::Debug) -> Vec<String> {
         .collect()
 }
 
+/// Both readings of a model's layer names (see the module docs).
+fn model_names<M: Quantizable<B> + std::fmt::Debug>(model: &mut M) -> [Vec<String>; 2] {
+    let walked = ptq::layer_names(model);
+    [walked, debug_names(model)]
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -94,9 +103,11 @@ fn every_preset_has_the_names_of_the_model_vitq_models_builds() {
                 names(&full),
                 "{preset}: shrinking changed names"
             );
-            let model = zero_model(|w| ResNet::<B>::from_weights(&cfg, w, &device));
-            // ResNets: also the same order (the model's fields are in forward order).
-            assert_eq!(debug_names(&model), names(&net), "{preset}");
+            let mut model = zero_model(|w| ResNet::<B>::from_weights(&cfg, w, &device));
+            let [walked, fields] = model_names(&mut model);
+            assert_eq!(walked, names(&net), "{preset}");
+            // The fields are declared in forward order too.
+            assert_eq!(fields, names(&net), "{preset}");
         } else {
             let mut cfg = ViTConfig::preset(preset).unwrap();
             cfg.embed_dim = 2 * cfg.num_heads;
@@ -119,11 +130,11 @@ fn the_vendored_resnet20_checkpoint_has_the_same_names() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../assets/resnet20-cifar10/resnet20-12fca82f.safetensors");
     let cfg = ResNetConfig::preset("resnet20").unwrap();
-    let model =
+    let mut model =
         ResNet::<B>::from_weights(&cfg, WeightMap::load(&path).unwrap(), &Default::default())
             .unwrap();
     let net = Network::from_preset("resnet20", None).unwrap();
-    assert_eq!(debug_names(&model), names(&net));
+    assert_eq!(model_names(&mut model), [names(&net), names(&net)]);
     assert_eq!(net.layers.len(), 20);
 }
 
@@ -137,8 +148,10 @@ fn the_timm_vit_fixture_has_the_same_names() {
     let weights = WeightMap::from_checkpoint_prefixed(ckpt, "weights.");
     let mut cfg = ViTConfig::infer(&weights).unwrap();
     cfg.num_heads = 4;
-    let model = ViT::<B>::from_weights(&cfg, weights, &Default::default()).unwrap();
+    let mut model = ViT::<B>::from_weights(&cfg, weights, &Default::default()).unwrap();
     let net = Network::vit(&cfg, [32, 32]).unwrap();
-    assert_eq!(sorted(debug_names(&model)), sorted(names(&net)));
+    let [walked, fields] = model_names(&mut model);
+    assert_eq!(walked, names(&net));
+    assert_eq!(sorted(fields), sorted(names(&net)));
     assert_eq!(net.layers.len(), 1 + 2 * 6 + 1);
 }
