@@ -138,6 +138,15 @@ fn energy(pj: f64) -> String {
     format!("{pj:.2} pJ")
 }
 
+/// `part` as a percentage of `total` (`-` when the total is zero).
+fn share(part: f64, total: f64) -> String {
+    if total > 0.0 {
+        format!("{:.1}%", 100.0 * part / total)
+    } else {
+        "-".into()
+    }
+}
+
 fn precision(w: Option<Precision>, a: Precision) -> String {
     match w {
         Some(w) => format!("{w}/{a}"),
@@ -182,7 +191,7 @@ fn print_tables(r: &Report<'_>, table: &EnergyTable) -> Result<()> {
     );
     for l in r.layers {
         println!(
-            "{:<name_w$} {:<op_w$} {:>11} {:>9} {:>10} {:>10} {:>10} {:>10} {:>5.1}%",
+            "{:<name_w$} {:<op_w$} {:>11} {:>9} {:>10} {:>10} {:>10} {:>10} {:>6}",
             l.name,
             l.op.describe(),
             precision(l.weight_precision, l.activation_precision),
@@ -191,7 +200,7 @@ fn print_tables(r: &Report<'_>, table: &EnergyTable) -> Result<()> {
             bytes(l.act_read_bytes),
             bytes(l.act_write_bytes),
             energy(l.energy_pj),
-            100.0 * l.energy_pj / r.energy_pj
+            share(l.energy_pj, r.energy_pj)
         );
     }
     println!();
@@ -210,12 +219,15 @@ fn print_tables(r: &Report<'_>, table: &EnergyTable) -> Result<()> {
         energy(r.weight_energy_pj),
         energy(r.activation_energy_pj)
     );
+    let reduction = if r.reduction.is_finite() {
+        format!("{:.2}x less energy with {}", r.reduction, r.config)
+    } else {
+        "no reduction to report (the table prices nothing)".to_string()
+    };
     println!(
-        "f32     {} (weights {}) -> {:.2}x less energy with {}",
+        "f32     {} (weights {}) -> {reduction}",
         energy(r.energy_pj_f32),
         bytes(r.weight_bytes_f32),
-        r.reduction,
-        r.config
     );
     Ok(())
 }
