@@ -200,16 +200,17 @@ pub fn progress_bar(total: usize, what: &str, quiet: bool) -> ProgressBar {
     b
 }
 
-/// Accuracy of `model` on the first `total` images of `data`, and images per second.
+/// Accuracy of `model` on the first `total` images of `data`, and its speed.
 pub fn evaluate(
     model: &Model<B>,
     data: &Dataset,
     total: usize,
     batch: usize,
     bar: &ProgressBar,
-) -> Result<(Metrics, f64)> {
+) -> Result<(Metrics, Speed)> {
     let mut metrics = Metrics::new(model.num_classes());
     let mut secs = 0.0;
+    let mut per_image = Vec::new();
     for lo in (0..total).step_by(batch.max(1)) {
         let hi = (lo + batch).min(total);
         let (x, labels) = data.batch(lo..hi, model)?;
@@ -220,12 +221,29 @@ pub fn evaluate(
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        secs += start.elapsed().as_secs_f64();
+        let t = start.elapsed().as_secs_f64();
+        secs += t;
+        per_image.push(t / (hi - lo) as f64);
         metrics.add_batch(&logits, &labels);
         bar.inc((hi - lo) as u64);
     }
     bar.finish_and_clear();
-    Ok((metrics, total as f64 / secs.max(1e-9)))
+    per_image.sort_by(f64::total_cmp);
+    Ok((
+        metrics,
+        Speed {
+            images_per_second: total as f64 / secs.max(1e-9),
+            median_ms_per_image: 1000.0 * per_image[per_image.len() / 2],
+        },
+    ))
+}
+
+/// How fast an evaluation ran (forward passes only, data loading excluded).
+pub struct Speed {
+    /// Images over the summed forward time.
+    pub images_per_second: f64,
+    /// Median over batches of the forward time per image (robust to a busy machine).
+    pub median_ms_per_image: f64,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -240,7 +258,8 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("no images to evaluate (--limit 0?)");
     }
     let bar = progress_bar(total, "images", args.json);
-    let (metrics, images_per_second) = evaluate(model, &data, total, args.batch, &bar)?;
+    let (metrics, speed) = evaluate(model, &data, total, args.batch, &bar)?;
+    let images_per_second = speed.images_per_second;
     let report = Report {
         model: model.name().to_string(),
         data: args.data.clone(),

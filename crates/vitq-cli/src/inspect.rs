@@ -9,10 +9,7 @@ use vitq_core::checkpoint::{Checkpoint, FloatTensor};
 use vitq_core::metrics::{Stats, mse, sqnr_db};
 use vitq_core::{CalibrationMethod, Granularity, QuantSpec, QuantizedTensor, Scheme};
 
-/// The embedded default: the vendored CIFAR-10 ResNet-20 (BSD-2-Clause, see assets/).
-const DEFAULT_NAME: &str = "assets/resnet20-cifar10/resnet20-12fca82f.safetensors (embedded)";
-const DEFAULT_BYTES: &[u8] =
-    include_bytes!("../../../assets/resnet20-cifar10/resnet20-12fca82f.safetensors");
+use crate::assets::{RESNET20 as DEFAULT_BYTES, RESNET20_NAME as DEFAULT_NAME};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

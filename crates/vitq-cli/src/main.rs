@@ -1,6 +1,8 @@
 //! `vitq`: the command-line front end of the vitq crates.
 
+mod assets;
 mod bench;
+mod demo;
 mod energy;
 mod eval;
 mod inspect;
@@ -24,6 +26,9 @@ enum Command {
     /// Per-tensor statistics and quantization error of a safetensors checkpoint at 8, 6 and 4 bits,
     /// per-tensor and per-channel.
     Inspect(inspect::Args),
+    /// The embedded default: quantize the vendored CIFAR-10 ResNet-20 with the main presets, evaluate each
+    /// on 1,000 CIFAR-10 test images and print one table.
+    Demo(demo::Args),
     /// Post-training quantization: calibrate, quantize and write one file.
     Quantize(quantize::Args),
     /// Accuracy (top-1, top-5, F1), size and speed of a float or quantized model on a labelled dataset.
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Predict(args) => predict::run(&args),

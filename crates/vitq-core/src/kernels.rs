@@ -517,7 +517,7 @@ impl ConvGeometry {
     /// Output `[oh, ow]`; [`Error::ShapeMismatch`] when the kernel does not fit the padded input.
     pub fn output(&self) -> Result<[usize; 2]> {
         let mut out = [0; 2];
-        for a in 0..2 {
+        for (a, o) in out.iter_mut().enumerate() {
             let span = self.dilation[a] * (self.kernel[a].max(1) - 1) + 1;
             let padded = self.input[2 + a] + 2 * self.padding[a];
             if span > padded || self.stride[a] == 0 {
@@ -527,7 +527,7 @@ impl ConvGeometry {
                     got: self.input.to_vec(),
                 });
             }
-            out[a] = (padded - span) / self.stride[a] + 1;
+            *o = (padded - span) / self.stride[a] + 1;
         }
         Ok(out)
     }

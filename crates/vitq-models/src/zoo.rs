@@ -66,6 +66,15 @@ impl<B: Backend> Model<B> {
         Self::from_weights(name, weights, device)
     }
 
+    /// Builds preset `name` from an already-read checkpoint (e.g. one embedded in a binary), strictly.
+    pub fn from_checkpoint(
+        name: &str,
+        ckpt: vitq_core::checkpoint::Checkpoint,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::from_weights(name, WeightMap::from_checkpoint(ckpt), device)
+    }
+
     /// Loads a checkpoint whose architecture is inferred from its tensor names and shapes: a CIFAR ResNet
     /// (`linear` head; depth from the number of blocks), an ImageNet ResNet (`fc` head, `layer4`) or a
     /// ViT (see [`ViTConfig::infer`]).
