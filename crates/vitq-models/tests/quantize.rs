@@ -1,0 +1,284 @@
+//! Post-training quantization of whole models: the ResNet-20 acceptance figures, quantized files that
+//! load back to the same model, and the errors a user can run into.
+
+mod common;
+
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use vitq_core::io::QuantFile;
+use vitq_core::ptq::Quantizable;
+use vitq_core::synth::Rng;
+use vitq_core::{Error as CoreError, QuantConfig};
+use vitq_models::Error;
+use vitq_models::data::{Cifar10, Normalize};
+use vitq_models::metrics::Metrics;
+use vitq_models::vit::{Pooling, TIMM_LN_EPS, ViT, ViTConfig};
+use vitq_models::weights::WeightMap;
+use vitq_models::zoo::Model;
+
+fn resnet20() -> Model<B> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/resnet20-cifar10/resnet20-12fca82f.safetensors");
+    Model::load("resnet20", path, &Default::default()).expect("vendored ResNet-20")
+}
+
+fn vit_tiny2() -> (Model<B>, Tensor<B, 4>) {
+    let c = fixture("vit_tiny2.safetensors");
+    let config = ViTConfig {
+        name: "vit_tiny2".into(),
+        img_size: 32,
+        patch_size: 4,
+        in_chans: 3,
+        embed_dim: 64,
+        depth: 2,
+        num_heads: 4,
+        mlp_dim: 128,
+        num_classes: 10,
+        layer_scale: false,
+        pooling: Pooling::Cls,
+        ln_eps: TIMM_LN_EPS,
+        qkv_bias: true,
+    };
+    let model = ViT::from_weights(
+        &config,
+        WeightMap::from_checkpoint_prefixed(c.clone(), "weights."),
+        &Default::default(),
+    )
+    .expect("vit_tiny2 fixture");
+    (
+        Model::ViT {
+            config,
+            model: Box::new(model),
+        },
+        tensor4(&c, "input"),
+    )
+}
+
+/// Gaussian batches `[n, 3, size, size]` (calibration data for models without a dataset here).
+fn gaussian_batches(count: usize, n: usize, size: usize, seed: u64) -> Vec<Tensor<B, 4>> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            Tensor::from_data(
+                TensorData::new(rng.gaussian_vec(n * 3 * size * size), [n, 3, size, size]),
+                &Default::default(),
+            )
+        })
+        .collect()
+}
+
+fn logits(model: &Model<B>, x: Tensor<B, 4>) -> Vec<f32> {
+    values(model.forward(x).expect("forward"))
+}
+
+/// The acceptance figures of issue 4: ResNet-20 on the first 1000 CIFAR-10 test images (f32: 91.5 %),
+/// calibrating on the first 256 training images: W8A8 ≥ 91.0 %, W6A6 ≥ 90.0 %, W4A8 ≥ 88.0 %, and
+/// files of at most 0.27× (8-bit) and 0.15× (4-bit) the f32 checkpoint.
+#[test]
+fn resnet20_accuracy_and_size_after_ptq() {
+    let (Some(weights), Some(test), Some(train)) = (
+        shared("weights/resnet20-cifar10/resnet20-12fca82f.safetensors"),
+        shared("data/cifar10/test_first1000.bin"),
+        shared("data/cifar10/train_first2000.bin"),
+    ) else {
+        return;
+    };
+    let device = Default::default();
+    let float = Model::<B>::load("resnet20", &weights, &device).unwrap();
+    let float_bytes = std::fs::metadata(&weights).unwrap().len() as f64;
+    let test = Cifar10::load(test).unwrap();
+    let train = Cifar10::load(train).unwrap();
+    let calib: Vec<Tensor<B, 4>> = (0..256)
+        .step_by(64)
+        .map(|s| train.batch(s..s + 64, Normalize::IMAGENET, &device))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for (preset, min_top1, max_ratio) in [
+        ("w8a8", 0.910, 0.27),
+        ("w6a6", 0.900, 0.21),
+        ("w4a8", 0.880, 0.15),
+        ("w4a4", 0.0, 0.15),
+        ("nf4", 0.0, 0.15),
+    ] {
+        let config = QuantConfig::preset(preset).unwrap();
+        let q = float
+            .clone()
+            .quantize(&config, calib.clone(), &mut |_| {})
+            .unwrap();
+        let file = dir.path().join(format!("{preset}.safetensors"));
+        let ratio = q.save_quantized(&file, &config).unwrap() as f64 / float_bytes;
+        let (q, _) = Model::<B>::load_quantized(&file, &device).unwrap();
+        let mut m = Metrics::new(10);
+        for s in (0..test.len()).step_by(100) {
+            let x = test.batch(s..s + 100, Normalize::IMAGENET, &device);
+            m.add_batch(&logits(&q, x), &test.labels(s..s + 100));
+        }
+        eprintln!(
+            "{preset}: top-1 {:.1} % ({} / 1000), file {ratio:.3}× f32",
+            100.0 * m.top1(),
+            m.correct()
+        );
+        assert!(m.top1() >= min_top1, "{preset}: top-1 {}", m.top1());
+        assert!(ratio <= max_ratio, "{preset}: {ratio:.3}× the f32 file");
+    }
+}
+
+/// A quantized model written to a file and read back computes exactly the same logits (ResNet and ViT,
+/// static and dynamic, integer, simulated and weight-only layers).
+#[test]
+fn quantized_files_load_back_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let x_resnet = gaussian_batches(1, 4, 32, 7).remove(0);
+    let (vit, x_vit) = vit_tiny2();
+    for (model, x, preset) in [
+        (resnet20(), x_resnet.clone(), "w8a8"),
+        (resnet20(), x_resnet.clone(), "int8-dynamic"),
+        (resnet20(), x_resnet, "nf4"),
+        (vit.clone(), x_vit.clone(), "w8a8"),
+        (vit.clone(), x_vit.clone(), "w4a4"),
+        (vit, x_vit, "w4"),
+    ] {
+        let config = QuantConfig::preset(preset).unwrap();
+        let q = model
+            .quantize(&config, gaussian_batches(2, 8, 32, 1), &mut |_| {})
+            .unwrap();
+        let file = dir.path().join("q.safetensors");
+        q.save_quantized(&file, &config).unwrap();
+        let (back, back_config) = Model::<B>::load_quantized(&file, &Default::default()).unwrap();
+        assert_eq!(back_config, config);
+        assert_eq!(back.layer_bits(), q.layer_bits(), "{preset}");
+        assert_eq!(
+            logits(&back, x.clone()),
+            logits(&q, x),
+            "{} {preset}",
+            q.name()
+        );
+    }
+}
+
+/// On the ViT fixture, output SQNR against f32 falls with the bit-width, and W8A8 keeps the argmax.
+#[test]
+fn vit_fixture_sqnr_by_preset() {
+    let (vit, x) = vit_tiny2();
+    let reference = logits(&vit, x.clone());
+    let mut table = Vec::new();
+    for preset in ["w8a8", "w6a6", "w4a8", "w4a4", "w8", "nf4", "int8-dynamic"] {
+        let q = vit
+            .clone()
+            .quantize(
+                &QuantConfig::preset(preset).unwrap(),
+                gaussian_batches(4, 8, 32, 3),
+                &mut |_| {},
+            )
+            .unwrap();
+        let y = logits(&q, x.clone());
+        let sqnr = vitq_core::metrics::sqnr_db(&reference, &y);
+        eprintln!("vit_tiny2 {preset}: logits SQNR {sqnr:.1} dB");
+        table.push((preset, sqnr));
+    }
+    let sqnr = |p: &str| table.iter().find(|(q, _)| *q == p).unwrap().1;
+    assert!(sqnr("w8a8") > 25.0, "{table:?}");
+    assert!(
+        sqnr("w8a8") > sqnr("w6a6") && sqnr("w6a6") > sqnr("w4a4"),
+        "{table:?}"
+    );
+    assert!(
+        sqnr("w8") > sqnr("w8a8"),
+        "weight-only is closer than W8A8: {table:?}"
+    );
+}
+
+#[test]
+fn quantize_reports_bad_calibration_and_configs() {
+    let config = QuantConfig::preset("w8a8").unwrap();
+    let e = resnet20()
+        .quantize(&config, Vec::new(), &mut |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Core(c) if matches!(c.root(), CoreError::Empty { .. })),
+        "{e}"
+    );
+
+    let mut bad = gaussian_batches(1, 2, 32, 1);
+    bad.push(Tensor::from_data(
+        TensorData::new(vec![f32::NAN; 2 * 3 * 32 * 32], [2, 3, 32, 32]),
+        &Default::default(),
+    ));
+    let e = resnet20().quantize(&config, bad, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("`conv1`"), "names the layer: {e}");
+
+    let toml = r#"
+        version = 1
+        weights = { bits = 4 }
+        [[overrides]]
+        pattern = "layer1.0.conv3"
+        float = true
+    "#;
+    let e = resnet20()
+        .quantize(
+            &QuantConfig::from_toml_str(toml).unwrap(),
+            Vec::new(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("layer1.0.conv3") && msg.contains("layer1.0.conv1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn corrupt_or_foreign_quantized_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = QuantConfig::preset("w8").unwrap();
+    let q = resnet20()
+        .quantize(&config, Vec::new(), &mut |_| {})
+        .unwrap();
+    let file = dir.path().join("q.safetensors");
+    q.save_quantized(&file, &config).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+
+    // Truncated.
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(Model::<B>::load_quantized(&cut, &Default::default()).is_err());
+
+    // A float checkpoint is not a quantized model.
+    let float = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/resnet20-cifar10/resnet20-12fca82f.safetensors");
+    assert!(Model::<B>::load_quantized(&float, &Default::default()).is_err());
+
+    // The file claims another architecture: ResNet-32 has more layers than the file holds.
+    let mut f = QuantFile::load(&file).unwrap();
+    let arch = f
+        .metadata
+        .get("model")
+        .unwrap()
+        .replace("resnet20", "resnet32");
+    let arch = arch.replace("\"blocks\":3", "\"blocks\":5");
+    f.metadata.insert("model".into(), arch);
+    let foreign = dir.path().join("foreign.safetensors");
+    f.save(&foreign).unwrap();
+    match Model::<B>::load_quantized(&foreign, &Default::default()) {
+        Err(Error::Keys { missing, .. }) => {
+            assert!(
+                missing.iter().any(|m| m.contains("layer1.3.conv1")),
+                "{missing:?}"
+            )
+        }
+        other => panic!("expected a Keys error, got {other:?}"),
+    }
+
+    // A weight of the wrong shape for its layer.
+    let mut f = QuantFile::load(&file).unwrap();
+    let fc = f.tensors.remove("linear.weight").unwrap();
+    f.tensors.insert("conv1.weight".into(), fc);
+    let swapped = dir.path().join("swapped.safetensors");
+    f.save(&swapped).unwrap();
+    let e = Model::<B>::load_quantized(&swapped, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("conv1"), "{e}");
+    let _ = q.layer_states();
+}
