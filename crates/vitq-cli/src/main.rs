@@ -8,6 +8,8 @@ mod eval;
 mod inspect;
 mod predict;
 mod quantize;
+mod sensitivity;
+mod sensitivity_mixed;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,14 @@ enum Command {
     /// Per-layer MACs, bytes and modelled energy (Horowitz, 45 nm) of a model preset at a config's
     /// bit-widths, and the reduction against float 32.
     Energy(energy::Args),
+    /// Per-layer ablations of a setting (quantize only one layer; keep only one layer float), scored
+    /// by accuracy drop, KL divergence and SQNR of the logits; resumable (--resume file.jsonl).
+    Sensitivity(sensitivity::Args),
+    /// Mixed precision: measure each layer's sensitivity at each candidate bit-width, choose the bits
+    /// with an exact dynamic program under a byte, average-bit or energy budget, write the config.
+    Mixed(sensitivity_mixed::MixedArgs),
+    /// Accuracy against weight bytes and against energy of uniform and mixed configs: CSV and PNG.
+    Pareto(sensitivity_mixed::ParetoArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +62,9 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Energy(args) => energy::run(&args),
+        Command::Sensitivity(args) => sensitivity::run(&args),
+        Command::Mixed(args) => sensitivity_mixed::run_mixed(&args),
+        Command::Pareto(args) => sensitivity_mixed::run_pareto(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -289,9 +289,10 @@ impl Job {
     }
 
     fn layer(&self) -> Result<&str> {
-        let layer = self.layer.as_deref().ok_or_else(|| {
-            Error::Invalid(format!("a {} ablation needs a layer", self.mode))
-        })?;
+        let layer = self
+            .layer
+            .as_deref()
+            .ok_or_else(|| Error::Invalid(format!("a {} ablation needs a layer", self.mode)))?;
         check_name(layer)?;
         Ok(layer)
     }
@@ -472,30 +473,55 @@ mod tests {
         assert!(all_but.resolve("conv1").activations.is_none());
         assert_eq!(all_but.resolve("linear").weights.unwrap().bits.get(), 4);
         assert_eq!(jobs[2].bits().unwrap(), (Some(4), Some(4)));
-        assert!(jobs.iter().all(|j| j.config().unwrap().check_layers(&layers).is_ok()));
+        assert!(
+            jobs.iter()
+                .all(|j| j.config().unwrap().check_layers(&layers).is_ok())
+        );
     }
 
     #[test]
     fn candidates_keep_the_settings_scheme() {
         let s = Setting::parse("w4a8").unwrap();
-        let j = Job::new(&s, Mode::QuantizeOnly, Some("linear"), Some(Candidate::both(2, 6)));
+        let j = Job::new(
+            &s,
+            Mode::QuantizeOnly,
+            Some("linear"),
+            Some(Candidate::both(2, 6)),
+        );
         let lq = j.config().unwrap().resolve("linear");
         let base = s.config.resolve("linear");
         assert_eq!(lq.weights.unwrap().bits.get(), 2);
-        assert_eq!(lq.weights.unwrap().calibration, base.weights.unwrap().calibration);
+        assert_eq!(
+            lq.weights.unwrap().calibration,
+            base.weights.unwrap().calibration
+        );
         assert_eq!(lq.activations.unwrap().bits.get(), 6);
         assert_eq!(j.bits().unwrap(), (Some(2), Some(6)));
         let u = Job::new(&s, Mode::Uniform, None, Some(Candidate::weights(6)));
         assert_eq!(u.bits().unwrap(), (Some(6), Some(8)));
         // Weight-only settings cannot take activation candidates; NF4 cannot change bits.
         let w4 = Setting::parse("w4").unwrap();
-        assert!(Job::new(&w4, Mode::QuantizeOnly, Some("linear"), Some(Candidate::both(4, 8)))
+        assert!(
+            Job::new(
+                &w4,
+                Mode::QuantizeOnly,
+                Some("linear"),
+                Some(Candidate::both(4, 8))
+            )
             .config()
-            .is_err());
+            .is_err()
+        );
         let nf4 = Setting::parse("nf4").unwrap();
-        assert!(Job::new(&nf4, Mode::QuantizeOnly, Some("linear"), Some(Candidate::weights(6)))
+        assert!(
+            Job::new(
+                &nf4,
+                Mode::QuantizeOnly,
+                Some("linear"),
+                Some(Candidate::weights(6))
+            )
             .config()
-            .is_err());
+            .is_err()
+        );
     }
 
     #[test]

@@ -99,7 +99,9 @@ fn argmax(row: &[f32]) -> usize {
 
 /// `log softmax(row)` in f64.
 fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let max = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
     let lse = max
         + row
             .iter()

@@ -480,6 +480,37 @@ pub fn costs(
     Ok((layers, table_costs, fixed, limit))
 }
 
+/// Checks, before anything is measured, that some assignment of the candidates fits the budget.
+pub fn check_budget(
+    network: &Network,
+    setting: &Setting,
+    candidates: &[Candidate],
+    budget: Budget,
+    table: &EnergyTable,
+) -> Result<()> {
+    if candidates.is_empty() {
+        return Err(Error::Invalid("no candidate bit-widths given".into()));
+    }
+    let (_, costs, fixed, limit) = costs(network, setting, candidates, budget, table)?;
+    let cheapest: f64 = fixed
+        + costs
+            .iter()
+            .map(|row| row.iter().copied().fold(f64::INFINITY, f64::min))
+            .sum::<f64>();
+    if cheapest > limit {
+        return Err(Error::Allocation(format!(
+            "the budget {budget} is below the cheapest assignment of candidates {} ({cheapest} {})",
+            candidates
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            budget.unit()
+        )));
+    }
+    Ok(())
+}
+
 /// The sensitivity of `layer` at `candidate` measured in `store` ("quantize only this layer").
 pub fn sensitivity(
     store: &Store,
@@ -623,7 +654,14 @@ mod tests {
             .sum();
         // Sometimes below the cheapest assignment (infeasible), mostly in between.
         let budget = lo - 1.0 + (hi - lo + 2.0) * rng.uniform();
-        (layers, if integer_costs { budget.floor() } else { budget })
+        (
+            layers,
+            if integer_costs {
+                budget.floor()
+            } else {
+                budget
+            },
+        )
     }
 
     #[test]
@@ -637,7 +675,10 @@ mod tests {
             match (dp, bf) {
                 (Ok(dp), Ok(bf)) => {
                     feasible += 1;
-                    assert_eq!(dp.score, bf.score, "instance {i}: {layers:?} budget {budget}");
+                    assert_eq!(
+                        dp.score, bf.score,
+                        "instance {i}: {layers:?} budget {budget}"
+                    );
                     assert!(dp.cost <= budget);
                     assert!(dp.cost <= bf.cost || dp.score < bf.score);
                     let (mut c, mut s) = (0.0, 0.0);
@@ -651,7 +692,10 @@ mod tests {
                 (dp, bf) => panic!("instance {i}: dp {dp:?}, brute force {bf:?}"),
             }
         }
-        assert!(feasible > 2000 && infeasible > 50, "{feasible} / {infeasible}");
+        assert!(
+            feasible > 2000 && infeasible > 50,
+            "{feasible} / {infeasible}"
+        );
     }
 
     #[test]
@@ -661,6 +705,67 @@ mod tests {
         assert!(solve(&[vec![Choice::new(1.0, f64::NAN)]], 1.0).is_err());
         assert!(solve(&[vec![Choice::new(1.0, 0.0)]], f64::NAN).is_err());
         assert_eq!(solve(&[], 0.0).unwrap().picks, Vec::<usize>::new());
+    }
+
+    #[test]
+    fn mixed_configs_round_trip_and_name_only_resnet20_layers() {
+        let net = Network::from_preset("resnet20", None).unwrap();
+        let setting = Setting::parse("w4a8").unwrap();
+        let layers = allocatable_layers(&net, &setting);
+        assert_eq!(layers.len(), 20);
+        let bits = [2, 3, 4, 5, 6, 8];
+        let picks: Vec<LayerPick> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerPick {
+                layer: l.clone(),
+                candidate: if i == 19 {
+                    Candidate::both(8, 6)
+                } else {
+                    Candidate::weights(bits[i % bits.len()])
+                },
+                cost: 1.0,
+                score: 0.0,
+            })
+            .collect();
+        let cfg = mixed_config(&setting, &picks, "mixed-test").unwrap();
+        // Layers at the setting's 4 bits need no override.
+        assert_eq!(cfg.overrides.len(), 20 - 3);
+        let alloc = Allocation {
+            budget: Budget::AverageBits(5.0),
+            objective: Objective::Kl,
+            layers: picks.clone(),
+            cost: 20.0,
+            score: 0.0,
+            config: cfg.clone(),
+        };
+        let back = QuantConfig::from_toml_str(&alloc.to_toml().unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        back.check_layers(&layers).unwrap();
+        for p in &picks {
+            let lq = back.resolve(&p.layer);
+            assert_eq!(lq.weights.unwrap().bits.get(), p.candidate.weight_bits);
+            assert_eq!(
+                lq.activations.unwrap().bits.get(),
+                p.candidate.activation_bits.unwrap_or(8)
+            );
+            assert_eq!(
+                lq.weights.unwrap().scheme,
+                setting.config.weights.unwrap().scheme
+            );
+        }
+        // What the config costs is what the allocation's layer costs add up to.
+        let table = EnergyTable::default();
+        let cands: Vec<Candidate> = bits.iter().map(|b| Candidate::weights(*b)).collect();
+        let (names, costs, fixed, _) =
+            costs(&net, &setting, &cands, Budget::Bytes(0.0), &table).unwrap();
+        assert_eq!(names, layers);
+        assert_eq!(fixed, 0.0);
+        let at4: f64 = costs.iter().map(|row| row[2]).sum();
+        let w4 = config_cost(&net, &setting.config, &table).unwrap();
+        assert_eq!(at4, w4.weight_bytes as f64);
+        assert!(check_budget(&net, &setting, &cands, Budget::AverageBits(1.9), &table).is_err());
+        check_budget(&net, &setting, &cands, Budget::AverageBits(2.0), &table).unwrap();
     }
 
     #[test]

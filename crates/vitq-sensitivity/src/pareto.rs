@@ -90,8 +90,9 @@ fn csv_field(s: &str) -> String {
 /// The points as CSV, with whether each is on the size front and on the energy front.
 pub fn to_csv(points: &[Point]) -> String {
     let (fb, fe) = (front(points, Axis::Bytes), front(points, Axis::Energy));
-    let mut out =
-        String::from("name,kind,top1,weight_bytes,avg_weight_bits,energy_uj,front_bytes,front_energy\n");
+    let mut out = String::from(
+        "name,kind,top1,weight_bytes,avg_weight_bits,energy_uj,front_bytes,front_energy\n",
+    );
     for (i, p) in points.iter().enumerate() {
         out.push_str(&format!(
             "{},{},{:.4},{},{:.3},{:.4},{},{}\n",
@@ -119,10 +120,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("out");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -194,7 +192,9 @@ pub fn plot_png(points: &[Point], opts: &PlotOptions) -> Result<Vec<u8>> {
     }
     let (w, h) = opts.size;
     if w < 400 || h < 300 || w > 8000 || h > 8000 {
-        return Err(Error::Plot(format!("image size {w}×{h} is not in 400×300..8000×8000")));
+        return Err(Error::Plot(format!(
+            "image size {w}×{h} is not in 400×300..8000×8000"
+        )));
     }
     let mut buf = vec![255u8; w as usize * h as usize * 3];
     {
@@ -220,7 +220,10 @@ pub fn plot_png(points: &[Point], opts: &PlotOptions) -> Result<Vec<u8>> {
             let x_range = (xlo / 1.15)..(xhi * 1.3);
             let (xdesc, caption) = match axis {
                 Axis::Bytes => ("weight bytes (KiB, log scale)", "accuracy vs. model size"),
-                Axis::Energy => ("energy per image (µJ, Horowitz 45 nm model, log scale)", "accuracy vs. energy"),
+                Axis::Energy => (
+                    "energy per image (µJ, Horowitz 45 nm model, log scale)",
+                    "accuracy vs. energy",
+                ),
             };
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (FAMILY, 19).into_font())
@@ -241,14 +244,18 @@ pub fn plot_png(points: &[Point], opts: &PlotOptions) -> Result<Vec<u8>> {
                 .draw()
                 .map_err(plot_err)?;
             let f = front(&shown, axis);
-            let line: Vec<(f64, f64)> =
-                f.iter().map(|&i| (x(&shown[i]), 100.0 * shown[i].accuracy)).collect();
+            let line: Vec<(f64, f64)> = f
+                .iter()
+                .map(|&i| (x(&shown[i]), 100.0 * shown[i].accuracy))
+                .collect();
             let grey = RGBColor(120, 120, 120);
             chart
                 .draw_series(LineSeries::new(line, grey.stroke_width(2)))
                 .map_err(plot_err)?
                 .label("Pareto front")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2))
+                });
             let kinds = [
                 ("float", RGBColor(0, 0, 0), "float 32"),
                 ("uniform", RGBColor(31, 119, 180), "uniform"),
@@ -332,7 +339,10 @@ mod tests {
         assert_eq!(front(&pts, Axis::Energy), vec![4, 2, 3, 1, 0]);
         let csv = to_csv(&pts);
         assert_eq!(csv.lines().count(), 6);
-        assert!(csv.contains("mixed,mixed,90.5000,150,0.000,0.0000,true,true"), "{csv}");
+        assert!(
+            csv.contains("mixed,mixed,90.5000,150,0.000,0.0000,true,true"),
+            "{csv}"
+        );
     }
 
     #[test]

@@ -284,7 +284,10 @@ mod tests {
         s.push(rec("conv1", 6, 0.05)).unwrap();
         drop(s);
         // A kill in the middle of the third write.
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(br#"{"run":"resnet20|test|calib","setting":"w4a4","mo"#)
             .unwrap();
         drop(f);
