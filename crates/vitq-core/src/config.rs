@@ -64,6 +64,58 @@ pub enum ActivationMode {
     Dynamic,
 }
 
+/// How scales are chosen once calibration statistics are in.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum PtqMethod {
+    /// Each tensor's own calibration method (the specs' `calibration`), nothing more.
+    #[default]
+    Plain,
+    /// Similarity-aware scale search (Liu et al., "Post-Training Quantization for Vision Transformer",
+    /// NeurIPS 2021, §3.2): for every linear layer with quantized weights and static activations, the
+    /// weight and input scales are searched alternately over `candidates` multiples in `[0.5, 1.2]` of
+    /// the calibrated ones, maximizing the cosine similarity between the layer's float and quantized outputs
+    /// on rows of its calibration inputs (see [`crate::search`]). The paper's ranking loss on attention
+    /// scores and its nuclear-norm bit allocation are not implemented.
+    SimilaritySearch {
+        /// Candidates per search (the paper uses 100).
+        #[serde(default = "default_candidates")]
+        candidates: u32,
+        /// Alternating weight / input rounds.
+        #[serde(default = "default_rounds")]
+        rounds: u32,
+        /// Calibration rows kept per layer.
+        #[serde(default = "default_rows")]
+        rows: u32,
+    },
+}
+
+fn default_candidates() -> u32 {
+    40
+}
+fn default_rounds() -> u32 {
+    2
+}
+fn default_rows() -> u32 {
+    1024
+}
+
+impl PtqMethod {
+    /// Similarity search with the default settings.
+    pub fn similarity_search() -> Self {
+        PtqMethod::SimilaritySearch {
+            candidates: default_candidates(),
+            rounds: default_rounds(),
+            rows: default_rows(),
+        }
+    }
+}
+
+fn is_plain(m: &PtqMethod) -> bool {
+    *m == PtqMethod::Plain
+}
+
 /// A model-wide quantization config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +134,9 @@ pub struct QuantConfig {
     /// Static or dynamic activation scales.
     #[serde(default)]
     pub activation_mode: ActivationMode,
+    /// How scales are chosen after calibration.
+    #[serde(default, skip_serializing_if = "is_plain")]
+    pub method: PtqMethod,
     /// Per-layer overrides, applied in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<LayerOverride>,
@@ -137,6 +192,7 @@ impl QuantConfig {
             weights,
             activations,
             activation_mode: ActivationMode::Static,
+            method: PtqMethod::Plain,
             overrides: Vec::new(),
         }
     }

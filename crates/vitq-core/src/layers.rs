@@ -149,10 +149,22 @@ pub enum Mode {
     #[default]
     Float,
     /// Float, observing every input.
-    Calibrate(Arc<Vec<Mutex<Observer>>>),
+    Calibrate(Arc<Calibration>),
     /// Quantized.
     Quantized(Arc<Quantized>),
 }
+
+/// What a layer collects in calibrate mode: one observer per input and, if asked for, a sample of the
+/// rows of its first input (`[rows, features]`, for searches that replay the layer).
+#[derive(Debug)]
+pub struct Calibration {
+    observers: Vec<Mutex<Observer>>,
+    samples: Mutex<Vec<f32>>,
+    sample_rows: usize,
+}
+
+/// Rows taken from one batch for the sample of [`Calibration`] (spread over the batch).
+const SAMPLE_ROWS_PER_BATCH: usize = 128;
 
 /// The quantization state of one layer: its [`Mode`] and the first fault recorded during a forward pass.
 #[derive(Clone, Debug, Default)]
@@ -192,22 +204,45 @@ impl LayerState {
     }
 
     fn observe<B: Backend, const D: usize>(&self, name: &str, input: usize, x: &Tensor<B, D>) {
-        if let Mode::Calibrate(obs) = &self.mode
-            && let Some(o) = obs.get(input)
-        {
-            let r = match o.lock() {
-                Ok(mut o) => o.observe_tensor(x),
-                Err(_) => Err(Error::Unsupported("observer lock poisoned".into())),
-            };
-            if let Err(e) = r {
-                self.record(name, e);
+        let Mode::Calibrate(cal) = &self.mode else {
+            return;
+        };
+        let Some(o) = cal.observers.get(input) else {
+            return;
+        };
+        let r = tensor_to_vec(x).and_then(|(data, shape)| {
+            o.lock()
+                .map_err(|_| Error::Unsupported("observer lock poisoned".into()))?
+                .observe(&data, &shape)?;
+            if input == 0 && cal.sample_rows > 0 {
+                let k = shape.last().copied().unwrap_or(1).max(1);
+                let rows = data.len() / k;
+                let mut sample = cal
+                    .samples
+                    .lock()
+                    .map_err(|_| Error::Unsupported("sample lock poisoned".into()))?;
+                let step = rows.div_ceil(SAMPLE_ROWS_PER_BATCH).max(1);
+                for row in data.chunks_exact(k).step_by(step) {
+                    if sample.len() / k >= cal.sample_rows {
+                        break;
+                    }
+                    sample.extend_from_slice(row);
+                }
             }
+            Ok(())
+        });
+        if let Err(e) = r {
+            self.record(name, e);
         }
     }
 
-    /// Starts calibrating `inputs` inputs: one observer per `Some(spec)` (a `None` input is not observed
-    /// but keeps its slot).
-    pub fn start_calibration(&mut self, specs: &[Option<QuantSpec>]) -> Result<()> {
+    /// Starts calibrating: one observer per `Some(spec)` (a `None` input is not observed but keeps its
+    /// slot), and a sample of up to `sample_rows` rows of the first input (0: none).
+    pub fn start_calibration(
+        &mut self,
+        specs: &[Option<QuantSpec>],
+        sample_rows: usize,
+    ) -> Result<()> {
         let observers = specs
             .iter()
             .map(|s| {
@@ -216,21 +251,33 @@ impl LayerState {
                 Observer::new(spec).map(Mutex::new)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.mode = Mode::Calibrate(Arc::new(observers));
+        self.mode = Mode::Calibrate(Arc::new(Calibration {
+            observers,
+            samples: Mutex::new(Vec::new()),
+            sample_rows,
+        }));
         Ok(())
+    }
+
+    /// The rows of the first input sampled during calibration (row-major, `[rows, features]`).
+    pub fn calibration_sample(&self) -> Vec<f32> {
+        match &self.mode {
+            Mode::Calibrate(cal) => cal.samples.lock().map(|s| s.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     /// The static activation quantizers from the observers of [`LayerState::start_calibration`], for
     /// the inputs whose `specs` entry is `Some`; [`Error::Empty`] if nothing was observed.
     pub fn finish_calibration(&self, specs: &[Option<QuantSpec>]) -> Result<Vec<Option<ActQuant>>> {
-        let Mode::Calibrate(obs) = &self.mode else {
+        let Mode::Calibrate(cal) = &self.mode else {
             return Err(Error::Unsupported(
                 "finish_calibration on a layer that is not calibrating".into(),
             ));
         };
         specs
             .iter()
-            .zip(obs.iter())
+            .zip(cal.observers.iter())
             .map(|(spec, o)| {
                 let Some(spec) = spec else { return Ok(None) };
                 let o = o
@@ -708,6 +755,15 @@ impl<B: Backend> LayerMut<'_, B> {
         match self {
             LayerMut::Linear(l) => l.weight_torch().map(Some),
             LayerMut::Conv(l) => l.weight_torch().map(Some),
+            LayerMut::MatMul(_) => Ok(None),
+        }
+    }
+
+    /// The bias, if any, on the host.
+    pub fn bias(&self) -> Result<Option<Vec<f32>>> {
+        match self {
+            LayerMut::Linear(l) => bias_vec(&l.bias),
+            LayerMut::Conv(l) => bias_vec(&l.bias),
             LayerMut::MatMul(_) => Ok(None),
         }
     }

@@ -15,6 +15,7 @@
 //! | [`kernels`] | int8 GEMM (i8 × i8 → i32: reference, AVX-512 VNNI, portable) and the integer linear / conv building blocks |
 //! | [`layers`] | the quantizable layers models are built from: `QLinear`, `QConv2d`, `QMatMul`, in float, calibrate and quantized (integer) modes |
 //! | [`ptq`] | [`ptq::quantize`]: post-training quantization of a whole model |
+//! | [`search`] | similarity-aware scale search of a linear layer (Liu et al. 2021) |
 //! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
 //! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
 //! | [`metrics`] | MSE, SQNR and summary statistics |
@@ -62,11 +63,12 @@ pub mod observer;
 pub mod pack;
 pub mod ptq;
 pub mod qtensor;
+pub mod search;
 pub mod spec;
 pub mod synth;
 pub mod uniform;
 
-pub use config::{ActivationMode, LayerOverride, LayerQuant, QuantConfig};
+pub use config::{ActivationMode, LayerOverride, LayerQuant, PtqMethod, QuantConfig};
 pub use error::{Error, Result, ResultExt};
 pub use qtensor::{Encoding, QuantizedTensor};
 pub use spec::{BitWidth, CalibrationMethod, Granularity, Layout, QuantSpec, Rounding, Scheme};

@@ -18,7 +18,7 @@ use burn::tensor::backend::Backend;
 use crate::config::ActivationMode;
 use crate::error::{Error, Result, ResultExt};
 use crate::layers::{ActQuant, LayerMut, LayerState};
-use crate::{QuantConfig, QuantSpec, QuantizedTensor};
+use crate::{PtqMethod, QuantConfig, QuantSpec, QuantizedTensor, search};
 
 /// A model whose quantizable layers can be walked.
 pub trait Quantizable<B: Backend> {
@@ -89,8 +89,14 @@ where
             _ => None,
         };
         let inputs = vec![lq.activations; layer.num_inputs()];
+        let sample_rows = match (config.method, &*layer, &weight) {
+            (PtqMethod::SimilaritySearch { rows, .. }, LayerMut::Linear(_), Some(_)) => {
+                rows as usize
+            }
+            _ => 0,
+        };
         if !dynamic && lq.activations.is_some() {
-            layer.state_mut().start_calibration(&inputs)?;
+            layer.state_mut().start_calibration(&inputs, sample_rows)?;
             calibrate = true;
         } else {
             layer.state_mut().reset();
@@ -130,7 +136,8 @@ where
             layer.state_mut().reset();
             continue;
         }
-        let inputs: Vec<Option<ActQuant>> = if dynamic || !quantized_inputs {
+        let mut weight = plan.weight;
+        let mut inputs: Vec<Option<ActQuant>> = if dynamic || !quantized_inputs {
             plan.inputs
                 .iter()
                 .map(|s| s.map(|spec| ActQuant { spec, params: None }))
@@ -141,8 +148,42 @@ where
                 .finish_calibration(&plan.inputs)
                 .context(|| format!("activations of layer `{name}`"))?
         };
+        if let (
+            PtqMethod::SimilaritySearch {
+                candidates, rounds, ..
+            },
+            Some(w),
+            Some(Some(a)),
+        ) = (config.method, &weight, inputs.first())
+            && let LayerMut::Linear(linear) = &layer
+        {
+            let sample = linear.quant.calibration_sample();
+            let (data, shape) = linear.weight_torch()?;
+            if let (&[n, k], false) = (shape.as_slice(), sample.is_empty()) {
+                let device = linear.weight.device();
+                match search::search_linear::<B>(
+                    &data,
+                    layer.bias()?.as_deref(),
+                    [n, k],
+                    &sample,
+                    w,
+                    a,
+                    candidates,
+                    rounds,
+                    &device,
+                ) {
+                    Ok(found) => {
+                        weight = Some(found.weight);
+                        inputs[0] = Some(found.input);
+                    }
+                    // Layers the search cannot handle keep their calibrated scales.
+                    Err(Error::Unsupported(_)) => {}
+                    Err(e) => return Err(e).context(|| format!("scale search of layer `{name}`")),
+                }
+            }
+        }
         layer
-            .set_quantized(plan.weight, inputs)
+            .set_quantized(weight, inputs)
             .context(|| format!("layer `{name}`"))?;
     }
     Ok(model)

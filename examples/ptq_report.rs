@@ -1,0 +1,107 @@
+//! Post-training quantization of any vitq model, measured against its own f32 outputs: for each setting,
+//! the SQNR of the logits and the top-1 agreement with f32 on a set of images.
+//!
+//! ```sh
+//! cargo run --release -p vitq-examples --example ptq_report -- \
+//!     deit_tiny_patch16_224 deit_tiny.safetensors ../shared/data/imagenet-sample 32 w8a8,w6a6,w4a8,w4a4,w8,nf4
+//! ```
+//!
+//! Arguments: model preset, weights (safetensors or .pth), an ImageNet-style folder (`<synset>_*.JPEG` plus
+//! `synsets.txt`), how many of its images calibrate (the rest are evaluated), comma-separated settings
+//! (presets or TOML / JSON config files). This is how the ViT figures in issue 4's note were made (on
+//! random-init timm weights, as no pretrained ViT is available offline).
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use vitq_core::QuantConfig;
+use vitq_core::metrics::sqnr_db;
+use vitq_models::data::ImageNetFolder;
+use vitq_models::zoo::Model;
+
+type B = Flex;
+
+fn values(t: Tensor<B, 2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+fn argmaxes(logits: &[f32], classes: usize) -> Vec<usize> {
+    logits
+        .chunks_exact(classes)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv { (i, v) } else { (bi, bv) }
+                })
+                .0
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [preset, weights, folder, calib, settings] = args.as_slice() else {
+        bail!("usage: ptq_report <preset> <weights> <imagenet-folder> <calib-images> <settings>");
+    };
+    let calib: usize = calib.parse().context("calib-images")?;
+    let device = Default::default();
+    let model = Model::<B>::load(preset, weights, &device)?;
+    let data = ImageNetFolder::open(folder)?;
+    if calib >= data.len() {
+        bail!(
+            "{calib} calibration images leave none of the {} to evaluate",
+            data.len()
+        );
+    }
+    let pre = model.preprocess();
+    let batch = 16;
+    let load = |lo: usize, hi: usize| -> Result<Vec<Tensor<B, 4>>> {
+        (lo..hi)
+            .step_by(batch)
+            .map(|s| Ok(data.batch::<B>(s..(s + batch).min(hi), &pre, &device)?.0))
+            .collect()
+    };
+    let calib_batches = load(0, calib)?;
+    let eval_batches = load(calib, data.len())?;
+    let classes = model.num_classes();
+    let run = |m: &Model<B>| -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for x in &eval_batches {
+            out.extend(values(m.forward(x.clone())?)?);
+        }
+        Ok(out)
+    };
+    let reference = run(&model)?;
+    let ref_top1 = argmaxes(&reference, classes);
+    println!(
+        "{preset}: {calib} calibration images, {} evaluated\n",
+        ref_top1.len()
+    );
+    println!(
+        "{:<14} {:>12} {:>16}",
+        "setting", "SQNR (dB)", "top-1 agreement"
+    );
+    for s in settings.split(',') {
+        let config = QuantConfig::from_preset_or_path(s)?;
+        let q = model
+            .clone()
+            .quantize(&config, calib_batches.clone(), &mut |_| {})?;
+        let y = run(&q)?;
+        let agree = argmaxes(&y, classes)
+            .iter()
+            .zip(&ref_top1)
+            .filter(|(a, b)| a == b)
+            .count();
+        println!(
+            "{s:<14} {:>12.2} {:>10} / {}",
+            sqnr_db(&reference, &y),
+            agree,
+            ref_top1.len()
+        );
+    }
+    Ok(())
+}
