@@ -80,7 +80,7 @@ pub enum Strategy {
     /// Always available; the oracle the other strategies are tested against. Writes the
     /// `[b, h, n_q, n_k]` score matrix to memory.
     Reference,
-    /// The fused CubeCL flash-attention kernel of this crate (see [`kernel`] with the `cube`
+    /// The fused CubeCL flash-attention kernel of this crate (module `kernel`, with the `cube`
     /// feature). Inputs f32, f16 or bf16 (all three the same dtype), head dim 32, 64 or 128
     /// with `d_v = d`, any token count, no mask. f32 accumulation, output in the input dtype.
     /// Only on CubeCL backends: elsewhere (or with a mask) it returns an error, it never falls

@@ -92,17 +92,25 @@ pub fn flash_attention_kernel<F: Float>(
         }
         sync_cube();
 
-        // Scores of row r against this thread's keys j = jj * tpr + t.
+        // Scores of row r against this thread's keys j = jj * tpr + t; each q element read
+        // from shared memory once per tile and used for all of the thread's keys.
+        #[unroll]
+        for jj in 0..keys_per_thread {
+            s[jj] = 0.0f32;
+        }
+        #[unroll]
+        for c in 0..d {
+            let qv = qs[r * ld + c];
+            #[unroll]
+            for jj in 0..keys_per_thread {
+                s[jj] += qv * kvs[(jj * tpr + t) * ld + c];
+            }
+        }
         let mut local_max = f32::new(-1.0e30);
         #[unroll]
         for jj in 0..keys_per_thread {
             let j = jj * tpr + t;
-            let mut dot = 0.0f32;
-            #[unroll]
-            for c in 0..d {
-                dot += qs[r * ld + c] * kvs[j * ld + c];
-            }
-            let mut sc = dot * scale;
+            let mut sc = s[jj] * scale;
             if key0 + j >= nk {
                 sc = f32::new(-1.0e30);
             }
