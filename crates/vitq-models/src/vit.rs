@@ -67,7 +67,7 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use vitq_core::layers::{LayerMut, LayerState, QConv2d, QLinear, QMatMul};
+use vitq_core::layers::{LayerMut, LayerState, Mode, QConv2d, QLinear, QMatMul};
 
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
@@ -118,6 +118,48 @@ pub struct ViTConfig {
     pub ln_eps: f64,
     /// `qkv` has a bias.
     pub qkv_bias: bool,
+    /// How attention is computed (see [`AttentionImpl`]).
+    #[serde(default)]
+    pub attention: AttentionImpl,
+}
+
+/// How a [`ViT`] computes attention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AttentionImpl {
+    /// `Q·Kᵀ` → softmax → `·V` through the block's two [`QMatMul`] layers (`attn.matmul_qk`,
+    /// `attn.matmul_av`), as timm computes it: the path whose activation quantizers calibrate and run
+    /// when the model is quantized. The default.
+    #[default]
+    Layers,
+    /// `vitq_attention::Strategy::Reference`.
+    Reference,
+    /// `vitq_attention::Strategy::Flash` (the CubeCL kernel; CUDA and wgpu builds only).
+    Flash,
+    /// `vitq_attention::Strategy::Quantized` (int8 Q·Kᵀ with per-token scales).
+    Quantized,
+    /// `vitq_attention::Strategy::Burn` (burn's own fused attention).
+    Burn,
+    /// `vitq_attention::Strategy::Auto` (the fastest for the backend).
+    Auto,
+}
+
+impl AttentionImpl {
+    /// The `vitq-attention` strategy, `None` for [`AttentionImpl::Layers`]. A strategy is used while the
+    /// block's matmul layers are in float mode; once they calibrate or are quantized, their path runs
+    /// instead so that their quantizers apply.
+    pub fn strategy(self) -> Option<vitq_attention::Strategy> {
+        use vitq_attention::Strategy as S;
+        match self {
+            AttentionImpl::Layers => None,
+            AttentionImpl::Reference => Some(S::Reference),
+            AttentionImpl::Flash => Some(S::Flash),
+            AttentionImpl::Quantized => Some(S::Quantized),
+            AttentionImpl::Burn => Some(S::Burn),
+            AttentionImpl::Auto => Some(S::Auto),
+        }
+    }
 }
 
 /// The ViT presets.
@@ -161,6 +203,7 @@ impl ViTConfig {
             pooling: Pooling::Cls,
             ln_eps: TIMM_LN_EPS,
             qkv_bias: true,
+            attention: AttentionImpl::Layers,
         }
     }
 
@@ -331,6 +374,7 @@ impl ViTConfig {
             pooling,
             ln_eps,
             qkv_bias,
+            attention: AttentionImpl::Layers,
         };
         if let Some(preset) = VIT_PRESETS
             .iter()
@@ -679,6 +723,8 @@ pub struct Attention<B: Backend> {
     matmul_av: QMatMul,
     #[module(skip)]
     num_heads: usize,
+    #[module(skip)]
+    implementation: AttentionImpl,
 }
 
 impl<B: Backend> Attention<B> {
@@ -696,9 +742,23 @@ impl<B: Backend> Attention<B> {
                 .reshape([b, n, h, hd])
                 .swap_dims(1, 2)
         };
-        let q = part(0).mul_scalar((hd as f64).powf(-0.5));
-        let attn = softmax(self.matmul_qk.forward(q, part(1).swap_dims(2, 3)), 3);
-        let out = self.matmul_av.forward(attn, part(2));
+        let fused = match self.implementation.strategy() {
+            Some(strategy)
+                if matches!(self.matmul_qk.quant.mode(), Mode::Float)
+                    && matches!(self.matmul_av.quant.mode(), Mode::Float) =>
+            {
+                let scale = vitq_attention::default_scale(hd);
+                // An error (a strategy the backend cannot run, NaN inputs) falls back to the layers'
+                // path, which computes the same attention (and propagates NaN as timm does).
+                vitq_attention::attention(part(0), part(1), part(2), scale, None, strategy).ok()
+            }
+            _ => None,
+        };
+        let out = fused.unwrap_or_else(|| {
+            let q = part(0).mul_scalar((hd as f64).powf(-0.5));
+            let attn = softmax(self.matmul_qk.forward(q, part(1).swap_dims(2, 3)), 3);
+            self.matmul_av.forward(attn, part(2))
+        });
         self.proj.forward(out.swap_dims(1, 2).reshape([b, n, c]))
     }
 }
@@ -941,6 +1001,7 @@ impl<B: Backend> ViT<B> {
                         matmul_qk: QMatMul::new(format!("{prefix}.attn.matmul_qk")),
                         matmul_av: QMatMul::new(format!("{prefix}.attn.matmul_av")),
                         num_heads: config.num_heads,
+                        implementation: config.attention,
                     },
                     ls1: ls(w, 1),
                     norm2: layer_norm(w, &naming.norm2(i), d, eps, device),

@@ -153,6 +153,7 @@ fn vit_tiny2() -> Model<B> {
         pooling: Pooling::Cls,
         ln_eps: TIMM_LN_EPS,
         qkv_bias: true,
+        attention: Default::default(),
     };
     let model = ViT::from_weights(
         &config,

@@ -14,7 +14,7 @@ use vitq_core::{Error as CoreError, QuantConfig};
 use vitq_models::Error;
 use vitq_models::data::{Cifar10, Normalize};
 use vitq_models::metrics::Metrics;
-use vitq_models::vit::{Pooling, TIMM_LN_EPS, ViT, ViTConfig};
+use vitq_models::vit::{AttentionImpl, Pooling, TIMM_LN_EPS, ViT, ViTConfig};
 use vitq_models::weights::WeightMap;
 use vitq_models::zoo::Model;
 
@@ -25,6 +25,10 @@ fn resnet20() -> Model<B> {
 }
 
 fn vit_tiny2() -> (Model<B>, Tensor<B, 4>) {
+    vit_tiny2_with(AttentionImpl::Layers)
+}
+
+fn vit_tiny2_with(attention: AttentionImpl) -> (Model<B>, Tensor<B, 4>) {
     let c = fixture("vit_tiny2.safetensors");
     let config = ViTConfig {
         name: "vit_tiny2".into(),
@@ -40,6 +44,7 @@ fn vit_tiny2() -> (Model<B>, Tensor<B, 4>) {
         pooling: Pooling::Cls,
         ln_eps: TIMM_LN_EPS,
         qkv_bias: true,
+        attention,
     };
     let model = ViT::from_weights(
         &config,
@@ -326,4 +331,45 @@ fn similarity_search_beats_min_max_on_the_vit_fixture() {
         eprintln!("vit_tiny2 W{w}A{a}: min-max {plain:.2} dB, similarity search {searched:.2} dB");
         assert!(searched > plain, "W{w}A{a}: {searched:.2} vs {plain:.2} dB");
     }
+}
+
+/// The ViT's attention implementation is a config field: every `vitq-attention` strategy gives the
+/// logits of the layers' path within its tier (f32 strategies 1e-5 relative; int8 Q·Kᵀ 2e-2), Flash
+/// (no CubeCL backend here) falls back to the layers' path, and a quantized model runs its matmul
+/// quantizers whatever the implementation says.
+#[test]
+fn vit_attention_implementations_agree() {
+    let (layers, x) = vit_tiny2();
+    let reference = logits(&layers, x.clone());
+    for (imp, tol) in [
+        (AttentionImpl::Reference, 1e-5),
+        (AttentionImpl::Burn, 1e-5),
+        (AttentionImpl::Auto, 1e-5),
+        (AttentionImpl::Flash, 1e-5),
+        (AttentionImpl::Quantized, 2e-2),
+    ] {
+        // The strategy itself runs here (no silent fallback), except Flash, which needs CubeCL.
+        let qkv = gaussian_batches(3, 2, 8, 9);
+        let direct = vitq_attention::attention(
+            qkv[0].clone(),
+            qkv[1].clone(),
+            qkv[2].clone(),
+            0.25,
+            None,
+            imp.strategy().unwrap(),
+        );
+        assert_eq!(direct.is_ok(), imp != AttentionImpl::Flash, "{imp:?}");
+        let (m, _) = vit_tiny2_with(imp);
+        let err = rel_err(&logits(&m, x.clone()), &reference);
+        eprintln!("{imp:?}: max relative error {err:.2e}");
+        assert!(err <= tol, "{imp:?}: {err:e}");
+    }
+    let config = QuantConfig::preset("w8a8").unwrap();
+    let calib = gaussian_batches(2, 8, 32, 5);
+    let q_layers = layers
+        .quantize(&config, calib.clone(), &mut |_| {})
+        .unwrap();
+    let (burn, _) = vit_tiny2_with(AttentionImpl::Burn);
+    let q_burn = burn.quantize(&config, calib, &mut |_| {}).unwrap();
+    assert_eq!(logits(&q_burn, x.clone()), logits(&q_layers, x));
 }

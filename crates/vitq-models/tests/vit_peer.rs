@@ -30,6 +30,7 @@ fn vit_tiny2_config() -> ViTConfig {
         pooling: Pooling::Cls,
         ln_eps: TIMM_LN_EPS,
         qkv_bias: true,
+        attention: Default::default(),
     }
 }
 
@@ -49,6 +50,7 @@ fn dinov2_block_config() -> ViTConfig {
         pooling: Pooling::Cls,
         ln_eps: TIMM_LN_EPS,
         qkv_bias: true,
+        attention: Default::default(),
     }
 }
 
