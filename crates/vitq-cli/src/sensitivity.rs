@@ -28,9 +28,13 @@ pub struct CommonArgs {
     /// Evaluation images: `cifar10:<file.bin>`, `imagefolder:<dir>` or `imagenet:<dir>`.
     #[arg(long)]
     pub data: String,
-    /// Evaluate on the first N images only.
+    /// Evaluate on N images only (the first N after --skip).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Skip the first N images of --data (e.g. to measure on a held-out part of a training file whose
+    /// first images calibrate).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
     /// Calibration images (never the evaluation set).
     #[arg(long)]
     pub calib: String,
@@ -120,11 +124,22 @@ impl ModelEval {
                 .cloned()
                 .collect()
         };
-        let n = args.limit.unwrap_or(usize::MAX).min(data.len());
+        if args.skip >= data.len() {
+            bail!(
+                "--skip {} leaves no images of the {} in {}",
+                args.skip,
+                data.len(),
+                args.data
+            );
+        }
+        let end = args
+            .skip
+            .saturating_add(args.limit.unwrap_or(usize::MAX))
+            .min(data.len());
         let mut eval = Vec::new();
         let mut labels = Vec::new();
-        for lo in (0..n).step_by(args.batch) {
-            let (x, l) = data.batch(lo..(lo + args.batch).min(n), &model)?;
+        for lo in (args.skip..end).step_by(args.batch) {
+            let (x, l) = data.batch(lo..(lo + args.batch).min(end), &model)?;
             eval.push(x);
             labels.extend(l);
         }
@@ -141,9 +156,14 @@ impl ModelEval {
             .map(|w| file_tag(&w.to_string_lossy()))
             .unwrap_or_default();
         let run = format!(
-            "{} weights={weights} eval={}[..{n}] calib={}[..{m}]",
+            "{} weights={weights} eval={}[{}..{end}] calib={}[..{m}]",
             model.name(),
             file_tag(&args.data),
+            if args.skip == 0 {
+                String::new()
+            } else {
+                args.skip.to_string()
+            },
             file_tag(&args.calib)
         );
         Ok(Self {

@@ -408,7 +408,7 @@ pub fn run_pareto(args: &ParetoArgs) -> Result<()> {
     for (name, budget) in budgets {
         let a = alloc
             .allocate(budget, &store)
-            .with_context(|| format!("{name}"))?;
+            .with_context(|| name.clone())?;
         configs.push((name, "mixed".into(), a.config));
     }
     let named: Vec<(String, QuantConfig)> = configs

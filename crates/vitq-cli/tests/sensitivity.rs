@@ -139,7 +139,7 @@ fn mixed_writes_a_config_that_quantize_takes_and_pareto_reuses_the_measurements(
         ],
     ));
     let avg = report["cost"]["avg_weight_bits"].as_f64().unwrap();
-    assert!(avg <= 6.0 && avg >= 4.0, "{report}");
+    assert!((4.0..=6.0).contains(&avg), "{report}");
     // 20 layers × 2 candidates.
     assert_eq!(
         std::fs::read_to_string(&results).unwrap().lines().count(),

@@ -418,16 +418,29 @@ pub fn config_cost(
     })
 }
 
-/// Each allocatable layer's cost at each candidate, the fixed cost of the other layers (at the
-/// setting's specs), and the budget, all in the budget's unit: bytes, weight bits (`n · b`, 32 for
-/// float weights) or pJ. The totals are those of [`config_cost`].
+/// The costs of a mixed-precision problem, in the budget's unit: bytes, weight bits (`n · b`, 32 for
+/// float weights) or pJ.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Costs {
+    /// The allocatable layers ([`allocatable_layers`]).
+    pub layers: Vec<String>,
+    /// `[layer][candidate]` cost.
+    pub table: Vec<Vec<f64>>,
+    /// The other layers' cost, at the setting's specs.
+    pub fixed: f64,
+    /// The budget.
+    pub limit: f64,
+}
+
+/// Each allocatable layer's cost at each candidate, the fixed cost of the other layers, and the
+/// budget ([`Costs`]). Totals agree with [`config_cost`].
 pub fn costs(
     network: &Network,
     setting: &Setting,
     candidates: &[Candidate],
     budget: Budget,
     table: &EnergyTable,
-) -> Result<(Vec<String>, Vec<Vec<f64>>, f64, f64)> {
+) -> Result<Costs> {
     let layers = allocatable_layers(network, setting);
     let base = EnergyReport::new(network, &setting.config, table)?;
     let reports = candidates
@@ -477,7 +490,12 @@ pub fn costs(
         Budget::Bytes(b) | Budget::EnergyPj(b) => b,
         Budget::AverageBits(b) => b * total_weights as f64,
     };
-    Ok((layers, table_costs, fixed, limit))
+    Ok(Costs {
+        layers,
+        table: table_costs,
+        fixed,
+        limit,
+    })
 }
 
 /// Checks, before anything is measured, that some assignment of the candidates fits the budget.
@@ -491,7 +509,12 @@ pub fn check_budget(
     if candidates.is_empty() {
         return Err(Error::Invalid("no candidate bit-widths given".into()));
     }
-    let (_, costs, fixed, limit) = costs(network, setting, candidates, budget, table)?;
+    let Costs {
+        table: costs,
+        fixed,
+        limit,
+        ..
+    } = costs(network, setting, candidates, budget, table)?;
     let cheapest: f64 = fixed
         + costs
             .iter()
@@ -535,7 +558,12 @@ pub fn allocate(req: &Request<'_>, store: &Store) -> Result<Allocation> {
     if req.candidates.is_empty() {
         return Err(Error::Invalid("no candidate bit-widths given".into()));
     }
-    let (layers, cost, fixed, limit) = costs(
+    let Costs {
+        layers,
+        table: cost,
+        fixed,
+        limit,
+    } = costs(
         req.network,
         req.setting,
         req.candidates,
@@ -757,11 +785,10 @@ mod tests {
         // What the config costs is what the allocation's layer costs add up to.
         let table = EnergyTable::default();
         let cands: Vec<Candidate> = bits.iter().map(|b| Candidate::weights(*b)).collect();
-        let (names, costs, fixed, _) =
-            costs(&net, &setting, &cands, Budget::Bytes(0.0), &table).unwrap();
-        assert_eq!(names, layers);
-        assert_eq!(fixed, 0.0);
-        let at4: f64 = costs.iter().map(|row| row[2]).sum();
+        let c = costs(&net, &setting, &cands, Budget::Bytes(0.0), &table).unwrap();
+        assert_eq!(c.layers, layers);
+        assert_eq!(c.fixed, 0.0);
+        let at4: f64 = c.table.iter().map(|row| row[2]).sum();
         let w4 = config_cost(&net, &setting.config, &table).unwrap();
         assert_eq!(at4, w4.weight_bytes as f64);
         assert!(check_budget(&net, &setting, &cands, Budget::AverageBits(1.9), &table).is_err());
