@@ -379,15 +379,12 @@ pub fn run_pareto(args: &ParetoArgs) -> Result<()> {
     let mut budgets = Vec::new();
     for b in &args.mixed_bits {
         budgets.push((
-            format!("mix {b} bits"),
+            format!("mix {b}b"),
             alloc.check(alloc.budget("bits", &b.to_string())?)?,
         ));
     }
     for b in &args.mixed_bytes {
-        budgets.push((
-            format!("mix bytes={b}"),
-            alloc.check(alloc.budget("bytes", b)?)?,
-        ));
+        budgets.push((format!("mix ={b}"), alloc.check(alloc.budget("bytes", b)?)?));
     }
     for path in [&args.csv, &args.out].into_iter().flatten() {
         if path.is_dir() {

@@ -267,24 +267,36 @@ pub fn plot_png(points: &[Point], opts: &PlotOptions) -> Result<Vec<u8>> {
                     continue;
                 }
                 let style = colour.filled();
+                let mixed = kind == "mixed";
                 chart
                     .draw_series(pts.iter().map(|p| {
-                        if kind == "mixed" {
-                            TriangleMarker::new((x(p), 100.0 * p.accuracy), 7, style).into_dyn()
+                        let at = (x(p), 100.0 * p.accuracy);
+                        if mixed {
+                            TriangleMarker::new(at, 7, style).into_dyn()
                         } else {
-                            Circle::new((x(p), 100.0 * p.accuracy), 5, style).into_dyn()
+                            Circle::new(at, 5, style).into_dyn()
                         }
                     }))
                     .map_err(plot_err)?
                     .label(label)
-                    .legend(move |(x, y)| Circle::new((x + 11, y), 5, style));
+                    .legend(move |(x, y)| {
+                        if mixed {
+                            TriangleMarker::new((x + 11, y), 7, style).into_dyn()
+                        } else {
+                            Circle::new((x + 11, y), 5, style).into_dyn()
+                        }
+                    });
+                // Labels beside the marker: above-right for mixed points, below-right otherwise,
+                // so that the two kinds at one size do not overwrite each other.
+                let offset = if mixed { (6, -18) } else { (7, 4) };
                 chart
                     .draw_series(pts.iter().map(|p| {
-                        Text::new(
-                            p.name.clone(),
-                            (x(p), 100.0 * p.accuracy),
-                            (FAMILY, 13).into_font().color(&colour),
-                        )
+                        EmptyElement::at((x(p), 100.0 * p.accuracy))
+                            + Text::new(
+                                p.name.clone(),
+                                offset,
+                                (FAMILY, 13).into_font().color(&colour),
+                            )
                     }))
                     .map_err(plot_err)?;
             }
