@@ -15,14 +15,14 @@
 //! | [`Strategy::Flash`] | one fused CubeCL kernel: Q tiles stay on chip, K/V tiles stream through shared memory, online softmax, f32 accumulation, no N×N matrix in memory | CubeCL backends (`cuda`, `wgpu` features) |
 //! | [`Strategy::Quantized`] | Q and K quantized to int8 with one scale per token (symmetric), exact integer QKᵀ, f32 softmax, f32 V | every backend |
 //! | [`Strategy::Burn`] | burn 0.21's own `burn::tensor::module::attention` | every backend |
-//! | [`Strategy::Auto`] | the fastest correct one for the backend (see [`Strategy::Auto`]) | every backend |
+//! | [`Strategy::Auto`] | the fastest correct one measured for the backend (today: `Burn`) | every backend |
 //!
 //! ## Dispatch
 //! [`attention`] is generic over any `B: Backend`, with no extra trait bound, so a model that
 //! is generic over `B` can call it. The flash kernel is reached by a run-time type check of the
 //! tensor primitive (`CubeTensor<CudaRuntime>`, `CubeTensor<WgpuRuntime>` and their fusion
 //! wrappers, as compiled in by features); on any other backend `Flash` returns
-//! [`Error::UnsupportedBackend`] and `Auto` picks another strategy.
+//! [`Error::UnsupportedBackend`].
 //!
 //! ## Example
 //! ```
@@ -94,10 +94,10 @@ pub enum Strategy {
     /// burn 0.21's own `burn::tensor::module::attention`: the CubeCL flash kernels of `cubek`
     /// (autotuned) on cube backends, a tiled CPU kernel on Flex, a decomposition elsewhere.
     Burn,
-    /// The fastest correct strategy for the backend and inputs: [`Strategy::Flash`] where it is
-    /// available and supports the inputs on CUDA, [`Strategy::Burn`] otherwise (burn's tiled
-    /// CPU kernel on Flex, measured faster than [`Strategy::Reference`] there). The choice
-    /// follows the measurements in `docs/attention.md`.
+    /// The fastest correct strategy measured for the backend: [`Strategy::Burn`] everywhere
+    /// today. On an H100, burn's own attention beat this crate's scalar flash kernel in f16 /
+    /// bf16 at every ViT shape (docs/attention.md), and on Flex it is burn's tiled CPU kernel.
+    /// [`Strategy::Flash`] stays available by name.
     #[default]
     Auto,
 }
@@ -164,19 +164,13 @@ pub fn attention_trusted<B: Backend>(
             }
             flash_dispatch(q, k, v, scale)
         }
-        Strategy::Auto => {
-            if mask.is_none() && flash_supports(&q, &v) {
-                // Flash only where it was measured to be worth it (docs/attention.md).
-                flash_dispatch(q, k, v, scale)
-            } else {
-                Ok(burn_builtin(q, k, v, scale, mask))
-            }
-        }
+        // burn's attention was measured faster than Flash on CUDA and is the tiled kernel on
+        // Flex (docs/attention.md); revisit when the kernel uses tensor cores.
+        Strategy::Auto => Ok(burn_builtin(q, k, v, scale, mask)),
     }
 }
 
-/// Whether [`Strategy::Flash`] can run on these inputs on this backend and build, and
-/// [`Strategy::Auto`] would pick it.
+/// Whether [`Strategy::Flash`] can run on these inputs on this backend and build.
 pub fn flash_supports<B: Backend>(q: &Tensor<B, 4>, v: &Tensor<B, 4>) -> bool {
     let [_, _, _, d] = q.dims();
     let dv = v.dims()[3];
