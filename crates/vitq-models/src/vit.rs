@@ -748,9 +748,11 @@ impl<B: Backend> Attention<B> {
                     && matches!(self.matmul_av.quant.mode(), Mode::Float) =>
             {
                 let scale = vitq_attention::default_scale(hd);
-                // An error (a strategy the backend cannot run, NaN inputs) falls back to the layers'
-                // path, which computes the same attention (and propagates NaN as timm does).
-                vitq_attention::attention(part(0), part(1), part(2), scale, None, strategy).ok()
+                // `attention_trusted` skips the NaN scan (a device-to-host read per call); NaN flows
+                // through as in timm. An error (a strategy the backend cannot run) falls back to the
+                // layers' path, which computes the same attention.
+                vitq_attention::attention_trusted(part(0), part(1), part(2), scale, None, strategy)
+                    .ok()
             }
             _ => None,
         };
