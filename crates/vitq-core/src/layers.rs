@@ -293,6 +293,34 @@ impl LayerState {
             .collect()
     }
 
+    /// One forward pass of a weighted layer with a single input in the current mode: `float` is the
+    /// float op (on the dequantized weights in quantized mode), `int` the integer path. A failure of
+    /// either quantized path is recorded as a fault and the float op runs instead.
+    fn run<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        x: Tensor<B, D>,
+        float: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+        int: impl FnOnce(&Tensor<B, D>, &ActQuant, &IntWeight) -> Result<Tensor<B, D>>,
+    ) -> Tensor<B, D> {
+        let quantized = match &self.mode {
+            Mode::Float => return float(x),
+            Mode::Calibrate(_) => {
+                self.observe(name, 0, &x);
+                return float(x);
+            }
+            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
+                (None, _) => return float(x),
+                (Some(a), Some(w)) => int(&x, a, w),
+                (Some(a), None) => a.fake_quant(x.clone()).map(&float),
+            },
+        };
+        quantized.unwrap_or_else(|e| {
+            self.record(name, e);
+            float(x)
+        })
+    }
+
     /// Back to float mode.
     pub fn reset(&mut self) {
         self.mode = Mode::Float;
@@ -423,30 +451,8 @@ impl<B: Backend> QLinear<B> {
     /// Applies the layer in its current mode.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let float = |x| linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
-        match &self.quant.mode {
-            Mode::Float => float(x),
-            Mode::Calibrate(_) => {
-                self.quant.observe(&self.name, 0, &x);
-                float(x)
-            }
-            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
-                (None, _) => float(x),
-                (Some(a), Some(w)) => match self.forward_int(&x, a, w) {
-                    Ok(y) => y,
-                    Err(e) => {
-                        self.quant.record(&self.name, e);
-                        float(x)
-                    }
-                },
-                (Some(a), None) => match a.fake_quant(x.clone()) {
-                    Ok(xq) => float(xq),
-                    Err(e) => {
-                        self.quant.record(&self.name, e);
-                        float(x)
-                    }
-                },
-            },
-        }
+        self.quant
+            .run(&self.name, x, float, |x, a, w| self.forward_int(x, a, w))
     }
 
     fn forward_int<const D: usize>(
@@ -570,30 +576,8 @@ impl<B: Backend> QConv2d<B> {
                 ConvOptions::new(self.stride, self.padding, self.dilation, self.groups),
             )
         };
-        match &self.quant.mode {
-            Mode::Float => float(x),
-            Mode::Calibrate(_) => {
-                self.quant.observe(&self.name, 0, &x);
-                float(x)
-            }
-            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
-                (None, _) => float(x),
-                (Some(a), Some(w)) => match self.forward_int(&x, a, w) {
-                    Ok(y) => y,
-                    Err(e) => {
-                        self.quant.record(&self.name, e);
-                        float(x)
-                    }
-                },
-                (Some(a), None) => match a.fake_quant(x.clone()) {
-                    Ok(xq) => float(xq),
-                    Err(e) => {
-                        self.quant.record(&self.name, e);
-                        float(x)
-                    }
-                },
-            },
-        }
+        self.quant
+            .run(&self.name, x, float, |x, a, w| self.forward_int(x, a, w))
     }
 
     fn forward_int(&self, x: &Tensor<B, 4>, a: &ActQuant, w: &IntWeight) -> Result<Tensor<B, 4>> {
