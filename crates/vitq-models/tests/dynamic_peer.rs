@@ -34,7 +34,7 @@ use vitq_core::{
     ActivationMode, Granularity, LayerOverride, QuantConfig, QuantParams, QuantSpec,
     QuantizedTensor, Scheme,
 };
-use vitq_models::vit::{Pooling, TIMM_LN_EPS, ViT, ViTConfig};
+use vitq_models::vit::ViT;
 use vitq_models::weights::WeightMap;
 use vitq_models::zoo::Model;
 
@@ -139,22 +139,7 @@ impl Fixture {
 
 fn vit_tiny2() -> Model<B> {
     let c = fixture("vit_tiny2.safetensors");
-    let config = ViTConfig {
-        name: "vit_tiny2".into(),
-        img_size: 32,
-        patch_size: 4,
-        in_chans: 3,
-        embed_dim: 64,
-        depth: 2,
-        num_heads: 4,
-        mlp_dim: 128,
-        num_classes: 10,
-        layer_scale: false,
-        pooling: Pooling::Cls,
-        ln_eps: TIMM_LN_EPS,
-        qkv_bias: true,
-        attention: Default::default(),
-    };
+    let config = vit_tiny2_config();
     let model = ViT::from_weights(
         &config,
         WeightMap::from_checkpoint_prefixed(c, "weights."),

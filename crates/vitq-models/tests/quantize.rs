@@ -14,7 +14,7 @@ use vitq_core::{Error as CoreError, QuantConfig};
 use vitq_models::Error;
 use vitq_models::data::{Cifar10, Normalize};
 use vitq_models::metrics::Metrics;
-use vitq_models::vit::{AttentionImpl, Pooling, TIMM_LN_EPS, ViT, ViTConfig};
+use vitq_models::vit::{AttentionImpl, ViT, ViTConfig};
 use vitq_models::weights::WeightMap;
 use vitq_models::zoo::Model;
 
@@ -31,20 +31,8 @@ fn vit_tiny2() -> (Model<B>, Tensor<B, 4>) {
 fn vit_tiny2_with(attention: AttentionImpl) -> (Model<B>, Tensor<B, 4>) {
     let c = fixture("vit_tiny2.safetensors");
     let config = ViTConfig {
-        name: "vit_tiny2".into(),
-        img_size: 32,
-        patch_size: 4,
-        in_chans: 3,
-        embed_dim: 64,
-        depth: 2,
-        num_heads: 4,
-        mlp_dim: 128,
-        num_classes: 10,
-        layer_scale: false,
-        pooling: Pooling::Cls,
-        ln_eps: TIMM_LN_EPS,
-        qkv_bias: true,
         attention,
+        ..vit_tiny2_config()
     };
     let model = ViT::from_weights(
         &config,

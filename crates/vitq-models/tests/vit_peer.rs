@@ -13,27 +13,6 @@ use vitq_models::vit::{
 };
 use vitq_models::weights::WeightMap;
 
-/// `VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2,
-/// num_classes=10)`.
-fn vit_tiny2_config() -> ViTConfig {
-    ViTConfig {
-        name: "vit_tiny2".into(),
-        img_size: 32,
-        patch_size: 4,
-        in_chans: 3,
-        embed_dim: 64,
-        depth: 2,
-        num_heads: 4,
-        mlp_dim: 128,
-        num_classes: 10,
-        layer_scale: false,
-        pooling: Pooling::Cls,
-        ln_eps: TIMM_LN_EPS,
-        qkv_bias: true,
-        attention: Default::default(),
-    }
-}
-
 /// `vit_small_patch14_dinov2` with `img_size=28, embed_dim=48, depth=2, num_heads=3, num_classes=10`.
 fn dinov2_block_config() -> ViTConfig {
     ViTConfig {

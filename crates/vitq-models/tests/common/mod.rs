@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use vitq_core::checkpoint::Checkpoint;
+use vitq_models::vit::{Pooling, TIMM_LN_EPS, ViTConfig};
 
 /// f32 against PyTorch f32 on the same weights and inputs: max |a - b| / max |b| over a tensor.
 pub const F32_REL: f64 = 1e-4;
@@ -63,4 +64,25 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     let e = rel_err(got, want);
     assert!(e <= tol, "{what}: max relative error {e:.3e} > {tol:.0e}");
     eprintln!("{what}: max relative error {e:.3e}");
+}
+
+/// `VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2,
+/// num_classes=10)`: the model of the `vit_tiny2.safetensors` fixture.
+pub fn vit_tiny2_config() -> ViTConfig {
+    ViTConfig {
+        name: "vit_tiny2".into(),
+        img_size: 32,
+        patch_size: 4,
+        in_chans: 3,
+        embed_dim: 64,
+        depth: 2,
+        num_heads: 4,
+        mlp_dim: 128,
+        num_classes: 10,
+        layer_scale: false,
+        pooling: Pooling::Cls,
+        ln_eps: TIMM_LN_EPS,
+        qkv_bias: true,
+        attention: Default::default(),
+    }
 }
