@@ -127,12 +127,53 @@ fn bench_w8a8_linear(c: &mut Criterion) {
     g.bench_function("w8a8_int", |b| {
         b.iter(|| int8.forward(black_box(xt.clone())).into_data())
     });
+    // Weight-only layers: float activations, weights dequantized tile by tile inside the matmul.
+    let weight_only: Vec<(&str, QLinear<Flex>)> = [
+        ("w8_weight_only", wspec),
+        (
+            "w4_weight_only",
+            QuantSpec::new(4, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap(),
+        ),
+        ("nf4_weight_only", QuantSpec::nf4(true)),
+    ]
+    .into_iter()
+    .map(|(name, spec)| {
+        let mut l = QLinear::<Flex>::from_torch(
+            "fc1",
+            Tensor::from_data(TensorData::new(w.clone(), [d_out, d_in]), &device),
+            None,
+        );
+        let q = QuantizedTensor::quantize(&w, &[d_out, d_in], &spec).unwrap();
+        l.set_quantized(Some(q), None).unwrap();
+        (name, l)
+    })
+    .collect();
+    for (name, layer) in &weight_only {
+        g.bench_function(*name, |b| {
+            b.iter(|| layer.forward(black_box(xt.clone())).into_data())
+        });
+    }
     for kernel in [Kernel::Avx512Vnni, Kernel::Portable]
         .into_iter()
         .filter(|k| k.is_available())
     {
         g.bench_function(format!("gemm_i8_{kernel:?}"), |b| {
             b.iter(|| gemm_i8_with(kernel, black_box(&xq), &codes, m, d_out, d_in).unwrap())
+        });
+    }
+    g.finish();
+
+    // One token (m = 1): the weight read dominates, so the codes' smaller size can show.
+    let x1 = xt.clone().slice([0..1, 0..d_in]);
+    let mut g = c.benchmark_group("linear_vit_b16_fc1_1x768x3072");
+    g.sample_size(30);
+    g.throughput(Throughput::Elements((d_in * d_out) as u64));
+    g.bench_function("f32_flex", |b| {
+        b.iter(|| f32_layer.forward(black_box(x1.clone())).into_data())
+    });
+    for (name, layer) in &weight_only {
+        g.bench_function(*name, |b| {
+            b.iter(|| layer.forward(black_box(x1.clone())).into_data())
         });
     }
     g.finish();

@@ -21,7 +21,10 @@
 //!   (asymmetric or grouped weights, grouped convs, and the attention matmuls `QMatMul`) are
 //!   fake-quantized (quantize → dequantize) and the float op runs on the dequantized operands. The
 //!   result equals the integer computation up to float rounding.
-//! - **weight-only** ([`ExecPath::WeightOnly`]): float activations and dequantized weights (W8, W4, NF4).
+//! - **weight-only** ([`ExecPath::WeightOnly`]): float activations and quantized weights (W8, W4, NF4).
+//!   On the host backend (Flex) `QLinear` runs [`weight_only::linear`], which reads the weight codes and
+//!   dequantizes them tile by tile inside the matmul; convolutions, and linears on other backends, run
+//!   the float op on the dequantized weight parameter.
 //!
 //! Forward passes cannot return errors (they are burn modules); a failure inside a layer (NaN or Inf in
 //! its input while calibrating or running in integers) is recorded in the layer's state and read with
@@ -41,6 +44,7 @@
 //! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), vec![7.5, -1.0]);
 //! ```
 
+use std::any::TypeId;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -54,7 +58,10 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use crate::error::{Error, Result, ResultExt};
 use crate::kernels::{self, ConvGeometry, IntWeight};
 use crate::observer::{Observer, Range};
-use crate::uniform::{check_finite, scale_and_zero_point, tensor_to_vec};
+use crate::uniform::{
+    check_finite, dynamic_scale_and_zero_point, scale_and_zero_point, tensor_to_vec,
+};
+use crate::weight_only::{self, TiledWeight};
 use crate::{QuantSpec, QuantizedTensor, Scheme};
 
 /// How a layer's activations are quantized in quantized mode: the spec and, for static quantization,
@@ -68,14 +75,15 @@ pub struct ActQuant {
 }
 
 impl ActQuant {
-    /// Scale and zero point for this batch: the static ones, or min-max of `x`.
+    /// Scale and zero point for this batch: the static ones, or min-max of `x`
+    /// ([`dynamic_scale_and_zero_point`], as torch's dynamic quantization computes them).
     pub fn params_for(&self, x: &[f32]) -> (f32, i32) {
         self.params.unwrap_or_else(|| {
             let r = x.iter().fold(Range { min: 0.0, max: 0.0 }, |r, &v| Range {
                 min: r.min.min(v),
                 max: r.max.max(v),
             });
-            scale_and_zero_point(&self.spec, r)
+            dynamic_scale_and_zero_point(&self.spec, r)
         })
     }
 
@@ -86,7 +94,7 @@ impl ActQuant {
             None => {
                 let min = x.clone().min().into_scalar().elem::<f32>();
                 let max = x.clone().max().into_scalar().elem::<f32>();
-                scale_and_zero_point(&self.spec, Range { min, max })
+                dynamic_scale_and_zero_point(&self.spec, Range { min, max })
             }
         };
         let (qmin, qmax) = self.spec.qrange();
@@ -115,6 +123,20 @@ pub enum ExecPath {
     WeightOnly,
 }
 
+/// Whether `B` computes on the host, where [`weight_only::linear`] reads the weight codes directly
+/// (elsewhere, e.g. on a GPU backend, the dequantized weight parameter runs).
+fn is_host<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<burn::backend::Flex>()
+}
+
+/// The host kernel a quantized layer runs (see [`LayerState::run`]).
+enum HostKernel<'a> {
+    /// Integer GEMM on quantized activations.
+    Integer(&'a ActQuant, &'a IntWeight),
+    /// Float activations, weight dequantized tile by tile.
+    Tiled(&'a TiledWeight),
+}
+
 /// A layer in quantized mode.
 #[derive(Clone, Debug)]
 pub struct Quantized {
@@ -123,9 +145,15 @@ pub struct Quantized {
     /// One entry per input (`QMatMul` has two); `None` keeps that input in float.
     pub inputs: Vec<Option<ActQuant>>,
     int_weight: Option<IntWeight>,
+    tiled: Option<TiledWeight>,
 }
 
 impl Quantized {
+    /// The weight kept in its codes for [`weight_only::linear`] (weight-only linears; `None` elsewhere).
+    pub fn tiled_weight(&self) -> Option<&TiledWeight> {
+        self.tiled.as_ref()
+    }
+
     /// The arithmetic this layer runs.
     pub fn path(&self) -> ExecPath {
         if self.inputs.iter().all(Option::is_none) {
@@ -294,14 +322,15 @@ impl LayerState {
     }
 
     /// One forward pass of a weighted layer with a single input in the current mode: `float` is the
-    /// float op (on the dequantized weights in quantized mode), `int` the integer path. A failure of
-    /// either quantized path is recorded as a fault and the float op runs instead.
+    /// float op (on the dequantized weights in quantized mode), `host` the host kernels (integer GEMM,
+    /// weight-only tiles). A failure of either quantized path is recorded as a fault and the float op
+    /// runs instead.
     fn run<B: Backend, const D: usize>(
         &self,
         name: &str,
         x: Tensor<B, D>,
         float: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
-        int: impl FnOnce(&Tensor<B, D>, &ActQuant, &IntWeight) -> Result<Tensor<B, D>>,
+        host: impl FnOnce(&Tensor<B, D>, HostKernel<'_>) -> Result<Tensor<B, D>>,
     ) -> Tensor<B, D> {
         let quantized = match &self.mode {
             Mode::Float => return float(x),
@@ -309,10 +338,11 @@ impl LayerState {
                 self.observe(name, 0, &x);
                 return float(x);
             }
-            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
-                (None, _) => return float(x),
-                (Some(a), Some(w)) => int(&x, a, w),
-                (Some(a), None) => a.fake_quant(x.clone()).map(&float),
+            Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight, &q.tiled) {
+                (None, _, Some(t)) if is_host::<B>() => host(&x, HostKernel::Tiled(t)),
+                (None, _, _) => return float(x),
+                (Some(a), Some(w), _) => host(&x, HostKernel::Integer(a, w)),
+                (Some(a), None, _) => a.fake_quant(x.clone()).map(&float),
             },
         };
         quantized.unwrap_or_else(|e| {
@@ -355,19 +385,24 @@ fn set_quantized(
     inputs: Vec<Option<ActQuant>>,
     layout: IntegerLayout,
 ) {
-    let int_weight = match (&weight, inputs.first(), layout) {
+    let int_weight = match (&weight, inputs.first(), &layout) {
         (Some(w), Some(Some(_)), IntegerLayout::Linear) => IntWeight::from_quantized(w).ok(),
-        (Some(w), Some(Some(_)), IntegerLayout::ConvHwc([cin, kh, kw])) => {
+        (Some(w), Some(Some(_)), &IntegerLayout::ConvHwc([cin, kh, kw])) => {
             IntWeight::from_quantized(w)
                 .and_then(|iw| iw.to_hwc(cin, kh, kw))
                 .ok()
         }
         _ => None,
     };
+    let tiled = match (&weight, &layout, inputs.iter().all(Option::is_none)) {
+        (Some(w), IntegerLayout::Linear, true) => TiledWeight::from_quantized(w).ok(),
+        _ => None,
+    };
     state.mode = Mode::Quantized(Arc::new(Quantized {
         weight,
         inputs,
         int_weight,
+        tiled,
     }));
 }
 
@@ -452,22 +487,27 @@ impl<B: Backend> QLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let float = |x| linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
         self.quant
-            .run(&self.name, x, float, |x, a, w| self.forward_int(x, a, w))
+            .run(&self.name, x, float, |x, k| self.forward_host(x, k))
     }
 
-    fn forward_int<const D: usize>(
+    fn forward_host<const D: usize>(
         &self,
         x: &Tensor<B, D>,
-        a: &ActQuant,
-        w: &IntWeight,
+        kernel: HostKernel<'_>,
     ) -> Result<Tensor<B, D>> {
         let (data, mut shape) = host(x)?;
         let k = shape[D - 1];
         let m = data.len() / k.max(1);
-        let (s, z) = a.params_for(&data);
-        let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
-        let y = kernels::linear_i8(&xq, zq, s, w, bias_vec(&self.bias)?.as_deref(), m)?;
-        shape[D - 1] = w.n;
+        let bias = bias_vec(&self.bias)?;
+        let (y, n) = match kernel {
+            HostKernel::Integer(a, w) => {
+                let (s, z) = a.params_for(&data);
+                let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
+                (kernels::linear_i8(&xq, zq, s, w, bias.as_deref(), m)?, w.n)
+            }
+            HostKernel::Tiled(w) => (weight_only::linear(&data, m, w, bias.as_deref())?, w.n),
+        };
+        shape[D - 1] = n;
         Ok(Tensor::from_data(TensorData::new(y, shape), &x.device()))
     }
 }
@@ -577,7 +617,12 @@ impl<B: Backend> QConv2d<B> {
             )
         };
         self.quant
-            .run(&self.name, x, float, |x, a, w| self.forward_int(x, a, w))
+            .run(&self.name, x, float, |x, kernel| match kernel {
+                HostKernel::Integer(a, w) => self.forward_int(x, a, w),
+                HostKernel::Tiled(_) => Err(Error::Unsupported(
+                    "weight-only tiles for convolutions".into(),
+                )),
+            })
     }
 
     fn forward_int(&self, x: &Tensor<B, 4>, a: &ActQuant, w: &IntWeight) -> Result<Tensor<B, 4>> {

@@ -67,6 +67,7 @@ pub mod search;
 pub mod spec;
 pub mod synth;
 pub mod uniform;
+pub mod weight_only;
 
 pub use config::{ActivationMode, LayerOverride, LayerQuant, PtqMethod, QuantConfig};
 pub use error::{Error, Result, ResultExt};

@@ -162,6 +162,28 @@ pub fn scale_and_zero_point(spec: &QuantSpec, r: Range) -> (f32, i32) {
     }
 }
 
+/// [`scale_and_zero_point`] for a range seen at run time (dynamic quantization), computed as
+/// PyTorch's dynamic quantization does (fbgemm's `ChooseQuantizationParams`): in f64, the scale
+/// rounded to f32 once. (torch.ao's static observers compute in f32, like [`scale_and_zero_point`]; the
+/// two differ by at most one f32 rounding of the scale.)
+pub fn dynamic_scale_and_zero_point(spec: &QuantSpec, r: Range) -> (f32, i32) {
+    let (qmin, qmax) = spec.qrange();
+    let eps = f64::from(f32::EPSILON);
+    match spec.scheme {
+        Scheme::Symmetric => {
+            let amax = f64::from(r.min.abs().max(r.max.abs()));
+            ((amax / f64::from(qmax)).max(eps) as f32, 0)
+        }
+        _ => {
+            let lo = f64::from(r.min.min(0.0));
+            let hi = f64::from(r.max.max(0.0));
+            let s = ((hi - lo) / f64::from(qmax - qmin)).max(eps);
+            let z = qmin - (lo / s).round_ties_even() as i32;
+            (s as f32, z.clamp(qmin, qmax))
+        }
+    }
+}
+
 /// Quantizes then dequantizes one value with scale `s` and zero point `z` (the reference formula).
 #[inline]
 pub fn fake_quant(x: f32, s: f32, z: i32, spec: &QuantSpec) -> f32 {
