@@ -44,7 +44,6 @@
 //! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), vec![7.5, -1.0]);
 //! ```
 
-use std::any::TypeId;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -56,6 +55,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 use crate::error::{Error, Result, ResultExt};
+use crate::host::is_host;
 use crate::kernels::{self, ConvGeometry, IntWeight};
 use crate::observer::{Observer, Range};
 use crate::uniform::{
@@ -121,12 +121,6 @@ pub enum ExecPath {
     Simulated,
     /// Float activations, dequantized weights.
     WeightOnly,
-}
-
-/// Whether `B` computes on the host, where [`weight_only::linear`] reads the weight codes directly
-/// (elsewhere, e.g. on a GPU backend, the dequantized weight parameter runs).
-fn is_host<B: Backend>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<burn::backend::Flex>()
 }
 
 /// The host kernel a quantized layer runs (see [`LayerState::run`]).

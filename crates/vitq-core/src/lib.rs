@@ -54,6 +54,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod host;
 pub mod io;
 pub mod kernels;
 pub mod layers;

@@ -64,7 +64,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
+use vitq_core::host::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use vitq_core::layers::{LayerMut, LayerState, Mode, QConv2d, QLinear, QMatMul};
@@ -775,7 +776,7 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `[batch, tokens, dim]` → `[batch, tokens, dim]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        // burn's `gelu` is the erf form (`0.5·x·(1 + erf(x/√2))`), as PyTorch's `nn.GELU()`.
+        // The erf form (`0.5·x·(1 + erf(x/√2))`), as PyTorch's `nn.GELU()`; vectorized on the host.
         self.fc2.forward(gelu(self.fc1.forward(x)))
     }
 }
