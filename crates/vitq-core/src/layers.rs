@@ -22,6 +22,10 @@
 //!   fake-quantized (quantize → dequantize) and the float op runs on the dequantized operands. The
 //!   result equals the integer computation up to float rounding.
 //! - **weight-only** ([`ExecPath::WeightOnly`]): float activations and dequantized weights (W8, W4, NF4).
+//! - **twin-uniform** inputs ([`Quantized::twins`], PTQ4ViT's post-softmax and post-GELU quantizers, see
+//!   [`crate::twin`]) run the simulated path: the input is fake-quantized with its [`TwinQuant`] and the
+//!   float op runs (no integer kernel takes two scales per tensor), so such a layer's path is
+//!   [`ExecPath::Simulated`].
 //!
 //! Forward passes cannot return errors (they are burn modules); a failure inside a layer (NaN or Inf in
 //! its input while calibrating or running in integers) is recorded in the layer's state and read with
@@ -54,6 +58,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use crate::error::{Error, Result, ResultExt};
 use crate::kernels::{self, ConvGeometry, IntWeight};
 use crate::observer::{Observer, Range};
+use crate::twin::TwinQuant;
 use crate::uniform::{check_finite, scale_and_zero_point, tensor_to_vec};
 use crate::{QuantSpec, QuantizedTensor, Scheme};
 
@@ -123,6 +128,9 @@ pub struct Quantized {
     /// One entry per input (`QMatMul` has two); `None` keeps that input in float.
     pub inputs: Vec<Option<ActQuant>>,
     int_weight: Option<IntWeight>,
+    /// Twin-uniform quantizers that replace `inputs[i]` where `Some` (set with
+    /// [`LayerState::set_twin`]); empty when there are none.
+    pub twins: Vec<Option<TwinQuant>>,
 }
 
 impl Quantized {
@@ -138,6 +146,24 @@ impl Quantized {
             ExecPath::Integer
         } else {
             ExecPath::Simulated
+        }
+    }
+
+    /// The twin-uniform quantizer of input `i`, if any.
+    pub fn twin(&self, i: usize) -> Option<&TwinQuant> {
+        self.twins.get(i).and_then(Option::as_ref)
+    }
+
+    /// Fake-quantizes input `i` with its twin-uniform quantizer if it has one, else with `a`.
+    fn fake_quant_input<B: Backend, const D: usize>(
+        &self,
+        i: usize,
+        a: &ActQuant,
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>> {
+        match self.twin(i) {
+            Some(t) => Ok(t.fake_quant(x)),
+            None => a.fake_quant(x),
         }
     }
 }
@@ -171,6 +197,8 @@ const SAMPLE_ROWS_PER_BATCH: usize = 128;
 pub struct LayerState {
     mode: Mode,
     fault: Arc<Mutex<Option<Error>>>,
+    /// Inputs and an output-gradient probe recorded by [`crate::hessian`].
+    pub(crate) capture: Arc<Mutex<crate::hessian::CaptureSlot>>,
 }
 
 impl LayerState {
@@ -312,13 +340,43 @@ impl LayerState {
             Mode::Quantized(q) => match (&q.inputs[0], &q.int_weight) {
                 (None, _) => return float(x),
                 (Some(a), Some(w)) => int(&x, a, w),
-                (Some(a), None) => a.fake_quant(x.clone()).map(&float),
+                (Some(a), None) => q.fake_quant_input(0, a, x.clone()).map(&float),
             },
         };
         quantized.unwrap_or_else(|e| {
             self.record(name, e);
             float(x)
         })
+    }
+
+    /// Gives input `input` of a quantized layer a twin-uniform quantizer (`None` removes it), which
+    /// then replaces its [`ActQuant`] (kept for its spec); the layer runs the simulated path. Errors: the
+    /// layer is not quantized, the input does not exist or is float, or `twin` is invalid.
+    pub fn set_twin(&mut self, input: usize, twin: Option<TwinQuant>) -> Result<()> {
+        let Mode::Quantized(q) = &mut self.mode else {
+            return Err(Error::Unsupported(
+                "a twin-uniform quantizer needs a layer in quantized mode".into(),
+            ));
+        };
+        if !matches!(q.inputs.get(input), Some(Some(_))) {
+            return Err(Error::ShapeMismatch {
+                what: format!("quantized input {input} for a twin-uniform quantizer"),
+                expected: vec![q.inputs.len()],
+                got: vec![input],
+            });
+        }
+        if let Some(t) = &twin {
+            t.validate()?;
+        }
+        let q = Arc::make_mut(q);
+        q.twins.resize(q.inputs.len(), None);
+        q.twins[input] = twin;
+        if q.twins.iter().any(Option::is_some) {
+            q.int_weight = None;
+        } else {
+            q.twins.clear();
+        }
+        Ok(())
     }
 
     /// Back to float mode.
@@ -368,6 +426,7 @@ fn set_quantized(
         weight,
         inputs,
         int_weight,
+        twins: Vec::new(),
     }));
 }
 
@@ -451,8 +510,11 @@ impl<B: Backend> QLinear<B> {
     /// Applies the layer in its current mode.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let float = |x| linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
-        self.quant
-            .run(&self.name, x, float, |x, a, w| self.forward_int(x, a, w))
+        let probed = self.quant.capture_inputs(&self.name, &[&x]);
+        let y = self
+            .quant
+            .run(&self.name, x, float, |x, a, w| self.forward_int(x, a, w));
+        if probed { self.quant.probe(y) } else { y }
     }
 
     fn forward_int<const D: usize>(
@@ -663,6 +725,9 @@ impl QMatMul {
         a: Tensor<B, D>,
         b: Tensor<B, D>,
     ) -> Tensor<B, D> {
+        if self.quant.capture_inputs(&self.name, &[&a, &b]) {
+            return self.quant.probe(a.matmul(b));
+        }
         match &self.quant.mode {
             Mode::Float => a.matmul(b),
             Mode::Calibrate(_) => {
@@ -673,8 +738,8 @@ impl QMatMul {
             Mode::Quantized(q) => {
                 let fq = |x: Tensor<B, D>, i: usize| match &q.inputs[i] {
                     None => x,
-                    Some(aq) => aq
-                        .fake_quant(x.clone())
+                    Some(aq) => q
+                        .fake_quant_input(i, aq, x.clone())
                         .context(|| format!("operand {i}"))
                         .unwrap_or_else(|e| {
                             self.quant.record(&self.name, e);
