@@ -65,8 +65,8 @@ impl std::fmt::Debug for CaptureSlot {
 }
 
 impl LayerState {
-    /// Starts capturing: the next forward pass records the inputs and probes the output (the float op
-    /// runs, whatever the mode).
+    /// Starts capturing: the next forward pass records the inputs and probes the output. Meant for a
+    /// float model (a quantized `QMatMul` runs its float product while capturing).
     pub fn start_capture(&self) {
         if let Ok(mut c) = self.capture.lock() {
             *c = CaptureSlot {

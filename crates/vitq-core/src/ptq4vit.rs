@@ -131,7 +131,15 @@ struct Sample {
 
 impl Sample {
     fn add_linear(&mut self, c: &Capture, k: usize, n: usize, quota: usize) -> Result<()> {
-        let (x, g) = (&c.inputs[0].data, &c.output_grad.data);
+        let x = &c
+            .inputs
+            .first()
+            .ok_or_else(|| Error::Empty {
+                what: "captured inputs of a linear layer".into(),
+                shape: vec![0],
+            })?
+            .data;
+        let g = &c.output_grad.data;
         let rows = x.len() / k.max(1);
         if x.len() != rows * k || g.len() != rows * n {
             return Err(Error::ShapeMismatch {

@@ -95,7 +95,7 @@ impl TwinQuant {
     /// `[negative_min, 0]` (`negative_min ≤ 0`, e.g. the calibrated minimum or [`GELU_MIN`]).
     pub fn gelu(bits: u32, delta_r2: f32, negative_min: f32) -> Result<Self> {
         check_bits(bits)?;
-        if !(delta_r2.is_finite() && delta_r2 > 0.0) || !negative_min.is_finite() {
+        if !(delta_r2.is_finite() && delta_r2 > 0.0 && negative_min.is_finite()) {
             return Err(Error::InvalidSpec(format!(
                 "twin-uniform GELU quantizer: Δ_R2 = {delta_r2} and minimum {negative_min} must be \
                  finite, Δ_R2 positive"
