@@ -89,6 +89,29 @@ pub enum PtqMethod {
         #[serde(default = "default_rows")]
         rows: u32,
     },
+    /// PTQ4ViT (Yuan et al., ECCV 2022): twin-uniform quantizers for the post-softmax and post-GELU
+    /// activations and a Hessian-guided, alternating search of the weight and input scales of every
+    /// linear and attention-matmul layer (see [`crate::ptq4vit`]).
+    Ptq4vit {
+        /// Grid points in `[0.01, 1.2]` beyond the first (the paper uses 100).
+        #[serde(default = "crate::ptq4vit::default_candidates")]
+        candidates: u32,
+        /// Alternating weight / input rounds (the paper uses 3).
+        #[serde(default = "crate::ptq4vit::default_rounds")]
+        rounds: u32,
+        /// Calibration rows kept per layer.
+        #[serde(default = "crate::ptq4vit::default_rows")]
+        rows: u32,
+        /// Twin-uniform quantizer on the softmax operand of each `attn.matmul_av`.
+        #[serde(default = "crate::ptq4vit::default_true")]
+        twin_softmax: bool,
+        /// Twin-uniform quantizer on the post-GELU input of each `mlp.fc2`.
+        #[serde(default = "crate::ptq4vit::default_true")]
+        twin_gelu: bool,
+        /// The distance minimized: `"hessian"` (the paper's) or `"mse"`.
+        #[serde(default)]
+        metric: crate::ptq4vit::SearchMetric,
+    },
 }
 
 fn default_candidates() -> u32 {

@@ -25,6 +25,10 @@
 //!   On the host backend (Flex) `QLinear` runs [`weight_only::linear`], which reads the weight codes and
 //!   dequantizes them tile by tile inside the matmul; convolutions, and linears on other backends, run
 //!   the float op on the dequantized weight parameter.
+//! - **twin-uniform** inputs ([`Quantized::twins`], PTQ4ViT's post-softmax and post-GELU quantizers, see
+//!   [`crate::twin`]) run the simulated path: the input is fake-quantized with its [`TwinQuant`] and the
+//!   float op runs (no integer kernel takes two scales per tensor), so such a layer's path is
+//!   [`ExecPath::Simulated`].
 //!
 //! Forward passes cannot return errors (they are burn modules); a failure inside a layer (NaN or Inf in
 //! its input while calibrating or running in integers) is recorded in the layer's state and read with
@@ -58,6 +62,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::host::is_host;
 use crate::kernels::{self, ConvGeometry, IntWeight};
 use crate::observer::{Observer, Range};
+use crate::twin::TwinQuant;
 use crate::uniform::{
     check_finite, dynamic_scale_and_zero_point, scale_and_zero_point, tensor_to_vec,
 };
@@ -140,6 +145,9 @@ pub struct Quantized {
     pub inputs: Vec<Option<ActQuant>>,
     int_weight: Option<IntWeight>,
     tiled: Option<TiledWeight>,
+    /// Twin-uniform quantizers that replace `inputs[i]` where `Some` (set with
+    /// [`LayerState::set_twin`]); empty when there are none.
+    pub twins: Vec<Option<TwinQuant>>,
 }
 
 impl Quantized {
@@ -160,6 +168,24 @@ impl Quantized {
             ExecPath::Integer
         } else {
             ExecPath::Simulated
+        }
+    }
+
+    /// The twin-uniform quantizer of input `i`, if any.
+    pub fn twin(&self, i: usize) -> Option<&TwinQuant> {
+        self.twins.get(i).and_then(Option::as_ref)
+    }
+
+    /// Fake-quantizes input `i` with its twin-uniform quantizer if it has one, else with `a`.
+    fn fake_quant_input<B: Backend, const D: usize>(
+        &self,
+        i: usize,
+        a: &ActQuant,
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>> {
+        match self.twin(i) {
+            Some(t) => Ok(t.fake_quant(x)),
+            None => a.fake_quant(x),
         }
     }
 }
@@ -193,6 +219,8 @@ const SAMPLE_ROWS_PER_BATCH: usize = 128;
 pub struct LayerState {
     mode: Mode,
     fault: Arc<Mutex<Option<Error>>>,
+    /// Inputs and an output-gradient probe recorded by [`crate::hessian`].
+    pub(crate) capture: Arc<Mutex<crate::hessian::CaptureSlot>>,
 }
 
 impl LayerState {
@@ -336,13 +364,43 @@ impl LayerState {
                 (None, _, Some(t)) if is_host::<B>() => host(&x, HostKernel::Tiled(t)),
                 (None, _, _) => return float(x),
                 (Some(a), Some(w), _) => host(&x, HostKernel::Integer(a, w)),
-                (Some(a), None, _) => a.fake_quant(x.clone()).map(&float),
+                (Some(a), None, _) => q.fake_quant_input(0, a, x.clone()).map(&float),
             },
         };
         quantized.unwrap_or_else(|e| {
             self.record(name, e);
             float(x)
         })
+    }
+
+    /// Gives input `input` of a quantized layer a twin-uniform quantizer (`None` removes it), which
+    /// then replaces its [`ActQuant`] (kept for its spec); the layer runs the simulated path. Errors: the
+    /// layer is not quantized, the input does not exist or is float, or `twin` is invalid.
+    pub fn set_twin(&mut self, input: usize, twin: Option<TwinQuant>) -> Result<()> {
+        let Mode::Quantized(q) = &mut self.mode else {
+            return Err(Error::Unsupported(
+                "a twin-uniform quantizer needs a layer in quantized mode".into(),
+            ));
+        };
+        if !matches!(q.inputs.get(input), Some(Some(_))) {
+            return Err(Error::ShapeMismatch {
+                what: format!("quantized input {input} for a twin-uniform quantizer"),
+                expected: vec![q.inputs.len()],
+                got: vec![input],
+            });
+        }
+        if let Some(t) = &twin {
+            t.validate()?;
+        }
+        let q = Arc::make_mut(q);
+        q.twins.resize(q.inputs.len(), None);
+        q.twins[input] = twin;
+        if q.twins.iter().any(Option::is_some) {
+            q.int_weight = None;
+        } else {
+            q.twins.clear();
+        }
+        Ok(())
     }
 
     /// Back to float mode.
@@ -397,6 +455,7 @@ fn set_quantized(
         inputs,
         int_weight,
         tiled,
+        twins: Vec::new(),
     }));
 }
 
@@ -480,8 +539,11 @@ impl<B: Backend> QLinear<B> {
     /// Applies the layer in its current mode.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let float = |x| linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
-        self.quant
-            .run(&self.name, x, float, |x, k| self.forward_host(x, k))
+        let probed = self.quant.capture_inputs(&self.name, &[&x]);
+        let y = self
+            .quant
+            .run(&self.name, x, float, |x, k| self.forward_host(x, k));
+        if probed { self.quant.probe(y) } else { y }
     }
 
     fn forward_host<const D: usize>(
@@ -702,6 +764,9 @@ impl QMatMul {
         a: Tensor<B, D>,
         b: Tensor<B, D>,
     ) -> Tensor<B, D> {
+        if self.quant.capture_inputs(&self.name, &[&a, &b]) {
+            return self.quant.probe(a.matmul(b));
+        }
         match &self.quant.mode {
             Mode::Float => a.matmul(b),
             Mode::Calibrate(_) => {
@@ -712,8 +777,8 @@ impl QMatMul {
             Mode::Quantized(q) => {
                 let fq = |x: Tensor<B, D>, i: usize| match &q.inputs[i] {
                     None => x,
-                    Some(aq) => aq
-                        .fake_quant(x.clone())
+                    Some(aq) => q
+                        .fake_quant_input(i, aq, x.clone())
                         .context(|| format!("operand {i}"))
                         .unwrap_or_else(|e| {
                             self.quant.record(&self.name, e);

@@ -20,6 +20,9 @@
 //! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
 //! | [`metrics`] | MSE, SQNR and summary statistics |
 //! | [`synth`] | deterministic Gaussian / Laplacian data |
+//! | [`twin`] | PTQ4ViT's twin-uniform quantizers for post-softmax and post-GELU activations |
+//! | [`hessian`] | per-layer inputs and output gradients of the float model (autodiff probes) |
+//! | [`ptq4vit`] | PTQ4ViT: twin-uniform activations and Hessian-guided scale search |
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -54,6 +57,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod hessian;
 pub mod host;
 pub mod io;
 pub mod kernels;
@@ -63,10 +67,12 @@ pub mod nf4;
 pub mod observer;
 pub mod pack;
 pub mod ptq;
+pub mod ptq4vit;
 pub mod qtensor;
 pub mod search;
 pub mod spec;
 pub mod synth;
+pub mod twin;
 pub mod uniform;
 pub mod weight_only;
 

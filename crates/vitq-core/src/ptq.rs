@@ -30,6 +30,20 @@ pub trait Quantizable<B: Backend> {
 
     /// One forward pass over a calibration batch `[batch, 3, h, w]` (outputs are discarded).
     fn calibration_step(&self, batch: Tensor<B, 4>) -> Result<()>;
+
+    /// The inputs and output gradients of every layer (in the order of
+    /// [`Quantizable::layer_states`]) for one batch through the float model, for PTQ4ViT's
+    /// Hessian-guided search: usually the model copied to burn's autodiff backend and run through
+    /// [`crate::hessian::capture_gradients`]. The default is [`Error::Unsupported`].
+    fn capture_gradients(
+        &self,
+        batch: Tensor<B, 4>,
+    ) -> Result<Vec<Option<crate::hessian::Capture>>> {
+        let _ = batch;
+        Err(Error::Unsupported(
+            "this model cannot capture output gradients (PTQ4ViT)".into(),
+        ))
+    }
 }
 
 /// The names of a model's quantizable layers, in forward order.
@@ -72,6 +86,9 @@ where
     M: Quantizable<B>,
     I: IntoIterator<Item = Tensor<B, 4>>,
 {
+    if let PtqMethod::Ptq4vit { .. } = config.method {
+        return crate::ptq4vit::quantize(model, config, batches, progress);
+    }
     config.validate()?;
     config.check_layers(&layer_names(&mut model))?;
     let dynamic = config.activation_mode == ActivationMode::Dynamic;

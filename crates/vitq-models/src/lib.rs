@@ -32,6 +32,7 @@
 
 #![deny(missing_docs)]
 
+mod autodiff;
 pub mod data;
 pub mod error;
 pub mod metrics;

@@ -10,7 +10,7 @@
 //! | `float.{path}` | every other parameter (biases, norms, embeddings, float layers), by burn module path |
 //! | metadata `config` | the [`QuantConfig`] |
 //! | metadata `user.model` | the architecture (family and config, JSON) |
-//! | metadata `user.layers` | every quantizable layer: name and its activation quantizers (JSON) |
+//! | metadata `user.layers` | every quantizable layer: name, its activation quantizers and twin-uniform quantizers (JSON) |
 //!
 //! [`Model::load_quantized`] rebuilds the architecture and checks that the file is complete and made for
 //! it: every layer name, every parameter path and shape must match, or the load fails with
@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use vitq_core::io::{QuantFile, StoredTensor};
 use vitq_core::layers::{ActQuant, LayerMut, LayerState};
 use vitq_core::ptq::{self, Quantizable};
+use vitq_core::twin::TwinQuant;
 use vitq_core::{QuantConfig, QuantizedTensor};
 
 use crate::error::{Error, Mismatch, Result};
@@ -67,6 +68,9 @@ struct LayerRecord {
     name: String,
     /// One entry per input; `null` = float.
     inputs: Vec<Option<ActQuant>>,
+    /// Twin-uniform quantizers replacing some of `inputs` (PTQ4ViT); absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    twins: Vec<Option<TwinQuant>>,
 }
 
 const FLOAT_PREFIX: &str = "float.";
@@ -91,6 +95,13 @@ impl<B: Backend> Quantizable<B> for Model<B> {
             Error::Core(c) => c,
             other => vitq_core::Error::Unsupported(other.to_string()),
         })
+    }
+
+    fn capture_gradients(
+        &self,
+        batch: Tensor<B, 4>,
+    ) -> vitq_core::Result<Vec<Option<vitq_core::hessian::Capture>>> {
+        self.capture(batch)
     }
 }
 
@@ -181,6 +192,7 @@ impl<B: Backend> Model<B> {
             records.push(LayerRecord {
                 name: name.to_string(),
                 inputs: q.map(|q| q.inputs.clone()).unwrap_or_default(),
+                twins: q.map(|q| q.twins.clone()).unwrap_or_default(),
             });
         }
         let skip = self.clone().quantized_weight_ids();
@@ -317,6 +329,14 @@ impl<B: Backend> Model<B> {
                     expected: Vec::new(),
                     got: Vec::new(),
                 });
+                continue;
+            }
+            for (i, twin) in record.twins.iter().enumerate() {
+                if twin.is_some() {
+                    layer.state_mut().set_twin(i, *twin).map_err(|e| {
+                        bad(format!("twin quantizer of layer `{}`: {e}", record.name))
+                    })?;
+                }
             }
         }
         unexpected.extend(quantized.into_keys());
