@@ -81,8 +81,9 @@ pub enum PtqMethod {
     /// With `attention` (the default), the operand quantizers of the attention matmuls are searched too
     /// (§3.3, [`crate::ranking`]): for `*.matmul_qk` the objective is the cosine similarity of the float
     /// and quantized attention scores minus `gamma` times the paper's ranking loss (a hinge of margin
-    /// `theta` on every sampled pair of scores of one query whose order quantization would flip), for
-    /// the other matmuls (`softmax · V`) the similarity alone; `gamma = 0` turns the ranking loss off.
+    /// `theta` on sampled pairs of scores of one query, charging pairs whose order quantization flips or
+    /// nearly flips), for the other matmuls (`softmax · V`, only `V`'s range searched) the similarity
+    /// alone; `gamma = 0` turns the ranking loss off.
     /// The nuclear-norm bit allocation of §3.4 is `vitq_sensitivity::nuclear`, a config writer.
     SimilaritySearch {
         /// Candidates per search (the paper uses 100).
@@ -100,7 +101,8 @@ pub enum PtqMethod {
         /// Weight `γ` of the ranking loss (0: similarity only).
         #[serde(default = "default_gamma")]
         gamma: f32,
-        /// Margin `θ` of the ranking loss's hinge `max(0, θ − p)`, in units of the attention scores.
+        /// Margin `θ` of the ranking loss's hinge `max(0, θ − p)`, in units of the mean gap between
+        /// two float attention scores of one query (see [`crate::ranking`]).
         #[serde(default = "default_theta")]
         theta: f32,
     },

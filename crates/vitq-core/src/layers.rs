@@ -329,8 +329,11 @@ impl LayerState {
                 return Ok(()); // another shape (another input size): keep the first one's
             }
             p.dims = [m, k, n];
-            let step = slices.div_ceil(SAMPLE_PAIRS_PER_BATCH).max(1);
-            for i in (0..slices).step_by(step) {
+            // Spread over the batch, shifted by one each time so that the slices are not all of
+            // the same head when the head count divides the stride.
+            let take = SAMPLE_PAIRS_PER_BATCH.min(slices);
+            for j in 0..take {
+                let i = (j * slices / take + j) % slices;
                 if p.count >= limit {
                     break;
                 }

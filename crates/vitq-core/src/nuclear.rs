@@ -243,17 +243,16 @@ impl LayerSample {
                     });
                 }
                 let w = match weights {
-                    Some(spec) => QuantizedTensor::quantize(weight, &[*n, *k], &spec)?.dequantize()?,
+                    Some(spec) => {
+                        QuantizedTensor::quantize(weight, &[*n, *k], &spec)?.dequantize()?
+                    }
                     None => weight.clone(),
                 };
                 let xq = match activations {
                     Some(spec) => fake_quant_on_itself(x, &[rows, *k], &spec)?,
                     None => x.clone(),
                 };
-                Ok((
-                    linear_host(&xq, &w, bias.as_deref(), [*n, *k]),
-                    [rows, *n],
-                ))
+                Ok((linear_host(&xq, &w, bias.as_deref(), [*n, *k]), [rows, *n]))
             }
             Sample::MatMul(p) => {
                 let [m, k, n] = p.dims;
@@ -481,7 +480,10 @@ mod tests {
             singular_values(&[1.0, 2.0, 3.0], 2, 2),
             Err(Error::ShapeMismatch { .. })
         ));
-        assert!(matches!(singular_values(&[], 0, 3), Err(Error::Empty { .. })));
+        assert!(matches!(
+            singular_values(&[], 0, 3),
+            Err(Error::Empty { .. })
+        ));
         assert!(matches!(
             singular_values(&[1.0, f32::INFINITY], 1, 2),
             Err(Error::NonFinite { .. })
