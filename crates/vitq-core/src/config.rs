@@ -76,8 +76,15 @@ pub enum PtqMethod {
     /// NeurIPS 2021, §3.2): for every linear layer with quantized weights and static activations, the
     /// weight and input scales are searched alternately over `candidates` multiples in `[0.5, 1.2]` of
     /// the calibrated ones, maximizing the cosine similarity between the layer's float and quantized outputs
-    /// on rows of its calibration inputs (see [`crate::search`]). The paper's ranking loss on attention
-    /// scores and its nuclear-norm bit allocation are not implemented.
+    /// on rows of its calibration inputs (see [`crate::search`]).
+    ///
+    /// With `attention` (the default), the operand quantizers of the attention matmuls are searched too
+    /// (§3.3, [`crate::ranking`]): for `*.matmul_qk` the objective is the cosine similarity of the float
+    /// and quantized attention scores minus `gamma` times the paper's ranking loss (a hinge of margin
+    /// `theta` on sampled pairs of scores of one query, charging pairs whose order quantization flips or
+    /// nearly flips), for the other matmuls (`softmax · V`, only `V`'s range searched) the similarity
+    /// alone; `gamma = 0` turns the ranking loss off.
+    /// The nuclear-norm bit allocation of §3.4 is `vitq_sensitivity::nuclear`, a config writer.
     SimilaritySearch {
         /// Candidates per search (the paper uses 100).
         #[serde(default = "default_candidates")]
@@ -88,6 +95,16 @@ pub enum PtqMethod {
         /// Calibration rows kept per layer.
         #[serde(default = "default_rows")]
         rows: u32,
+        /// Search the attention matmuls' operand scales too.
+        #[serde(default = "default_attention")]
+        attention: bool,
+        /// Weight `γ` of the ranking loss (0: similarity only).
+        #[serde(default = "default_gamma")]
+        gamma: f32,
+        /// Margin `θ` of the ranking loss's hinge `max(0, θ − p)`, in units of the mean gap between
+        /// two float attention scores of one query (see [`crate::ranking`]).
+        #[serde(default = "default_theta")]
+        theta: f32,
     },
     /// PTQ4ViT (Yuan et al., ECCV 2022): twin-uniform quantizers for the post-softmax and post-GELU
     /// activations and a Hessian-guided, alternating search of the weight and input scales of every
@@ -123,6 +140,15 @@ fn default_rounds() -> u32 {
 fn default_rows() -> u32 {
     1024
 }
+fn default_attention() -> bool {
+    true
+}
+fn default_gamma() -> f32 {
+    crate::ranking::DEFAULT_GAMMA
+}
+fn default_theta() -> f32 {
+    crate::ranking::DEFAULT_THETA
+}
 
 impl PtqMethod {
     /// Similarity search with the default settings.
@@ -131,6 +157,9 @@ impl PtqMethod {
             candidates: default_candidates(),
             rounds: default_rounds(),
             rows: default_rows(),
+            attention: default_attention(),
+            gamma: default_gamma(),
+            theta: default_theta(),
         }
     }
 }
@@ -323,6 +352,13 @@ impl QuantConfig {
         );
         for s in specs {
             s.validate()?;
+        }
+        if let PtqMethod::SimilaritySearch { gamma, theta, .. } = self.method
+            && !(gamma.is_finite() && gamma >= 0.0 && theta.is_finite() && theta >= 0.0)
+        {
+            return Err(Error::Config(format!(
+                "similarity search: gamma = {gamma} and theta = {theta} must be finite and ≥ 0"
+            )));
         }
         if let Some(a) = self
             .activations

@@ -209,7 +209,25 @@ pub struct Calibration {
     observers: Vec<Mutex<Observer>>,
     samples: Mutex<Vec<f32>>,
     sample_rows: usize,
+    pairs: Mutex<PairSample>,
 }
+
+/// Operand slices of a [`QMatMul`] kept in calibrate mode (one slice = one image and head): `a`
+/// `[count, m, k]` and `b` `[count, k, n]`, row-major, for searches that replay the product.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PairSample {
+    /// `[m, k, n]` of one slice.
+    pub dims: [usize; 3],
+    /// Slices kept.
+    pub count: usize,
+    /// First operands, `count · m · k` values.
+    pub a: Vec<f32>,
+    /// Second operands, `count · k · n` values.
+    pub b: Vec<f32>,
+}
+
+/// Slices taken from one batch for [`PairSample`] (spread over the batch and heads).
+const SAMPLE_PAIRS_PER_BATCH: usize = 4;
 
 /// Rows taken from one batch for the sample of [`Calibration`] (spread over the batch).
 const SAMPLE_ROWS_PER_BATCH: usize = 128;
@@ -305,6 +323,7 @@ impl LayerState {
             observers,
             samples: Mutex::new(Vec::new()),
             sample_rows,
+            pairs: Mutex::new(PairSample::default()),
         }));
         Ok(())
     }
@@ -314,6 +333,68 @@ impl LayerState {
         match &self.mode {
             Mode::Calibrate(cal) => cal.samples.lock().map(|s| s.clone()).unwrap_or_default(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The operand slices sampled during calibration of a [`QMatMul`] (empty when not sampling).
+    pub fn calibration_pairs(&self) -> PairSample {
+        match &self.mode {
+            Mode::Calibrate(cal) => cal.pairs.lock().map(|p| p.clone()).unwrap_or_default(),
+            _ => PairSample::default(),
+        }
+    }
+
+    /// Keeps a few `(a, b)` slices of a matmul's operands `[.., m, k]`, `[.., k, n]`, up to
+    /// `max(8, ⌈sample_rows / m⌉)` slices in all (nothing when `sample_rows` is 0).
+    fn sample_pair<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        a: &Tensor<B, D>,
+        b: &Tensor<B, D>,
+    ) {
+        let Mode::Calibrate(cal) = &self.mode else {
+            return;
+        };
+        if cal.sample_rows == 0 || D < 2 {
+            return;
+        }
+        let r = (|| -> Result<()> {
+            let (da, sa) = tensor_to_vec(a)?;
+            let (db, sb) = tensor_to_vec(b)?;
+            let (m, k, n) = (sa[D - 2], sa[D - 1], sb[D - 1]);
+            let slices = da.len() / (m * k).max(1);
+            if sb[D - 2] != k || db.len() != slices * k * n || slices == 0 {
+                return Err(Error::ShapeMismatch {
+                    what: "matmul operands".into(),
+                    expected: sa,
+                    got: sb,
+                });
+            }
+            let limit = cal.sample_rows.div_ceil(m.max(1)).max(8);
+            let mut p = cal
+                .pairs
+                .lock()
+                .map_err(|_| Error::Unsupported("pair sample lock poisoned".into()))?;
+            if p.count > 0 && p.dims != [m, k, n] {
+                return Ok(()); // another shape (another input size): keep the first one's
+            }
+            p.dims = [m, k, n];
+            // Spread over the batch, shifted by one each time so that the slices are not all of
+            // the same head when the head count divides the stride.
+            let take = SAMPLE_PAIRS_PER_BATCH.min(slices);
+            for j in 0..take {
+                let i = (j * slices / take + j) % slices;
+                if p.count >= limit {
+                    break;
+                }
+                p.a.extend_from_slice(&da[i * m * k..][..m * k]);
+                p.b.extend_from_slice(&db[i * k * n..][..k * n]);
+                p.count += 1;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.record(name, e);
         }
     }
 
@@ -772,6 +853,7 @@ impl QMatMul {
             Mode::Calibrate(_) => {
                 self.quant.observe(&self.name, 0, &a);
                 self.quant.observe(&self.name, 1, &b);
+                self.quant.sample_pair(&self.name, &a, &b);
                 a.matmul(b)
             }
             Mode::Quantized(q) => {

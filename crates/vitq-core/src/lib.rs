@@ -16,6 +16,8 @@
 //! | [`layers`] | the quantizable layers models are built from: `QLinear`, `QConv2d`, `QMatMul`, in float, calibrate and quantized (integer) modes |
 //! | [`ptq`] | [`ptq::quantize`]: post-training quantization of a whole model |
 //! | [`search`] | similarity-aware scale search of a linear layer (Liu et al. 2021) |
+//! | [`ranking`] | ranking-aware search of the attention matmuls' operand scales (Liu et al. 2021) |
+//! | [`nuclear`] | nuclear norms of layer outputs (one-sided Jacobi SVD) and the output perturbation of a layer at given bits, for Liu et al.'s mixed precision |
 //! | [`io`] | one-file safetensors save / load of quantized tensors and their config |
 //! | [`checkpoint`] | float tensors from any safetensors checkpoint (F32 / F16 / BF16 / F64) |
 //! | [`metrics`] | MSE, SQNR and summary statistics |
@@ -64,11 +66,13 @@ pub mod kernels;
 pub mod layers;
 pub mod metrics;
 pub mod nf4;
+pub mod nuclear;
 pub mod observer;
 pub mod pack;
 pub mod ptq;
 pub mod ptq4vit;
 pub mod qtensor;
+pub mod ranking;
 pub mod search;
 pub mod spec;
 pub mod synth;

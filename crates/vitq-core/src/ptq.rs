@@ -110,6 +110,15 @@ where
             (PtqMethod::SimilaritySearch { rows, .. }, LayerMut::Linear(_), Some(_)) => {
                 rows as usize
             }
+            (
+                PtqMethod::SimilaritySearch {
+                    rows,
+                    attention: true,
+                    ..
+                },
+                LayerMut::MatMul(_),
+                _,
+            ) => rows as usize,
             _ => 0,
         };
         if !dynamic && lq.activations.is_some() {
@@ -121,10 +130,12 @@ where
         plans.push(Plan { weight, inputs });
     }
 
+    let mut device = None;
     if calibrate {
         let mut images = 0;
         for batch in batches {
             let n = batch.dims()[0];
+            device.get_or_insert_with(|| batch.device());
             let step = model.calibration_step(batch);
             if let Some(fault) = take_fault(&model) {
                 reset_all(&mut model);
@@ -198,6 +209,10 @@ where
                     Err(e) => return Err(e).context(|| format!("scale search of layer `{name}`")),
                 }
             }
+        }
+        if let LayerMut::MatMul(mm) = &layer {
+            crate::ranking::search_layer::<B>(mm, config.method, &mut inputs, device.as_ref())
+                .context(|| format!("scale search of layer `{name}`"))?;
         }
         layer
             .set_quantized(weight, inputs)

@@ -38,7 +38,7 @@ pub struct SearchResult {
 }
 
 /// The input range `[lo, hi]` a static quantizer represents.
-fn act_range(a: &ActQuant) -> Option<Range> {
+pub(crate) fn act_range(a: &ActQuant) -> Option<Range> {
     let (s, z) = a.params?;
     let (qmin, qmax) = a.spec.qrange();
     Some(Range {
@@ -47,7 +47,7 @@ fn act_range(a: &ActQuant) -> Option<Range> {
     })
 }
 
-fn scaled(a: &ActQuant, r: Range, beta: f32) -> ActQuant {
+pub(crate) fn scaled(a: &ActQuant, r: Range, beta: f32) -> ActQuant {
     let (s, z) = scale_and_zero_point(
         &a.spec,
         Range {
@@ -61,7 +61,7 @@ fn scaled(a: &ActQuant, r: Range, beta: f32) -> ActQuant {
     }
 }
 
-fn candidates(n: u32) -> Vec<f32> {
+pub(crate) fn candidates(n: u32) -> Vec<f32> {
     let n = n.max(2);
     let [lo, hi] = SEARCH_RANGE;
     let mut c: Vec<f32> = (0..n)

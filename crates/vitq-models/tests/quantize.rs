@@ -297,8 +297,9 @@ fn min_max_config(wbits: u32, abits: u32, search: bool) -> QuantConfig {
     c
 }
 
-/// Liu et al.'s similarity-aware scale search beats plain min-max calibration on the ViT fixture at
-/// W6A6 and W4A8 (logits SQNR against f32).
+/// Liu et al.'s similarity-aware scale search (linears) with ranking-aware search of the attention
+/// matmuls (the default `PtqMethod::similarity_search()`) beats plain min-max calibration on the ViT
+/// fixture at W6A6 and W4A8 (logits SQNR against f32).
 #[test]
 fn similarity_search_beats_min_max_on_the_vit_fixture() {
     let (vit, x) = vit_tiny2();
@@ -316,7 +317,10 @@ fn similarity_search_beats_min_max_on_the_vit_fixture() {
             vitq_core::metrics::sqnr_db(&reference, &logits(&q, x.clone()))
         };
         let (plain, searched) = (sqnr(false), sqnr(true));
-        eprintln!("vit_tiny2 W{w}A{a}: min-max {plain:.2} dB, similarity search {searched:.2} dB");
+        eprintln!(
+            "vit_tiny2 W{w}A{a}: min-max {plain:.2} dB, similarity search with ranking-aware \
+             attention {searched:.2} dB"
+        );
         assert!(searched > plain, "W{w}A{a}: {searched:.2} vs {plain:.2} dB");
     }
 }
@@ -360,4 +364,120 @@ fn vit_attention_implementations_agree() {
     let (burn, _) = vit_tiny2_with(AttentionImpl::Burn);
     let q_burn = burn.quantize(&config, calib, &mut |_| {}).unwrap();
     assert_eq!(logits(&q_burn, x.clone()), logits(&q_layers, x));
+}
+
+/// `Q·Kᵀ` of every operand slice of `sample`, with the operands fake-quantized by `qa`, `qb` (`None`:
+/// float): `[count · m, n]`.
+fn attention_scores(
+    p: &vitq_core::layers::PairSample,
+    q: [Option<vitq_core::layers::ActQuant>; 2],
+) -> Vec<f32> {
+    use vitq_core::uniform::fake_quant;
+    let [m, k, n] = p.dims;
+    let fq = |x: &[f32], q: Option<vitq_core::layers::ActQuant>| -> Vec<f32> {
+        match q {
+            None => x.to_vec(),
+            Some(q) => {
+                let (s, z) = q.params.expect("static");
+                x.iter().map(|&v| fake_quant(v, s, z, &q.spec)).collect()
+            }
+        }
+    };
+    let (a, b) = (fq(&p.a, q[0]), fq(&p.b, q[1]));
+    let mut out = vec![0f32; p.count * m * n];
+    for s in 0..p.count {
+        for i in 0..m {
+            for j in 0..n {
+                out[(s * m + i) * n + j] = (0..k)
+                    .map(|t| a[(s * m + i) * k + t] * b[(s * k + t) * n + j])
+                    .sum();
+            }
+        }
+    }
+    out
+}
+
+fn search_config(wbits: u32, abits: u32, attention: bool, gamma: f32) -> QuantConfig {
+    let mut c = min_max_config(wbits, abits, true);
+    if let vitq_core::PtqMethod::SimilaritySearch {
+        attention: a,
+        gamma: g,
+        ..
+    } = &mut c.method
+    {
+        *a = attention;
+        *g = gamma;
+    }
+    c
+}
+
+/// Liu et al.'s ranking loss keeps the order of the attention scores: on held-out images, the
+/// quantized `Q·Kᵀ` of the model searched with the ranking loss keeps more pairs of scores of each
+/// query in their float order (and has a smaller ranking loss) than the model searched for similarity
+/// alone, and both keep more than the calibrated min-max ranges.
+#[test]
+fn ranking_loss_keeps_more_attention_order_on_the_vit_fixture() {
+    use vitq_core::ranking::DEFAULT_GAMMA;
+    let (vit, _) = vit_tiny2();
+    let mut held_out = vit.clone();
+    let samples =
+        vitq_core::nuclear::sample_layers(&mut held_out, gaussian_batches(2, 8, 32, 11), 512)
+            .unwrap();
+    let calib = gaussian_batches(4, 8, 32, 3);
+    // Only the activation bits matter here: the operands are the float model's.
+    for (w, a) in [(8, 6), (8, 4)] {
+        let mut table = Vec::new();
+        for (what, config) in [
+            ("min-max", min_max_config(w, a, false)),
+            ("similarity", search_config(w, a, true, 0.0)),
+            ("ranking", search_config(w, a, true, DEFAULT_GAMMA)),
+        ] {
+            let q = vit
+                .clone()
+                .quantize(&config, calib.clone(), &mut |_| {})
+                .unwrap();
+            let (agree, loss) = attention_order(&q, &samples, 0.0);
+            eprintln!("W{w}A{a} {what}: pair agreement {agree:.4}, ranking loss {loss:.3}");
+            table.push((agree, loss));
+        }
+        let [plain, similarity, ranking] = [table[0], table[1], table[2]];
+        assert!(
+            ranking.0 > similarity.0 && ranking.1 < similarity.1,
+            "W{w}A{a}: {table:?}"
+        );
+        assert!(ranking.0 > plain.0, "W{w}A{a}: {table:?}");
+    }
+}
+
+/// Pair agreement (mean over layers) and ranking loss (margin `theta`, summed) of the quantized `Q·Kᵀ`
+/// of `q` against the float scores on the matmul_qk layers' operand samples.
+fn attention_order(
+    q: &Model<B>,
+    samples: &[vitq_core::nuclear::LayerSample],
+    theta: f32,
+) -> (f64, f64) {
+    use vitq_core::ranking::{pair_agreement, ranking_loss};
+    let (mut agree, mut loss) = (0.0, 0.0);
+    for s in samples.iter().filter(|s| s.name.ends_with("matmul_qk")) {
+        let vitq_core::nuclear::Sample::MatMul(p) = &s.sample else {
+            panic!("{} is a matmul", s.name)
+        };
+        let (_, state) = q
+            .layer_states()
+            .into_iter()
+            .find(|(n, _)| *n == s.name)
+            .unwrap();
+        let inputs = &state.quantized().unwrap().inputs;
+        let float = attention_scores(p, [None, None]);
+        let quant = attention_scores(p, [inputs[0], inputs[1]]);
+        let shape = [p.count * p.dims[0], p.dims[2]];
+        agree += pair_agreement(&float, &quant, shape).unwrap();
+        loss += ranking_loss(&float, &quant, shape, theta).unwrap();
+    }
+    let layers = samples
+        .iter()
+        .filter(|s| s.name.ends_with("matmul_qk"))
+        .count();
+    assert!(layers > 0, "no matmul_qk sample");
+    (agree / layers as f64, loss)
 }

@@ -9,6 +9,7 @@
 //! | [`sweep`] | [`run_jobs`]: one evaluation per job through the caller's [`Evaluator`], skipping what a [`Store`] already holds |
 //! | [`store`] | [`Store`]: results as JSON lines, appended as they are measured, read back to resume |
 //! | [`mixed`] | exact mixed-precision allocation under a byte, average-bit or energy budget ([`mixed::solve`], [`mixed::allocate`]) and the [`vitq_core::QuantConfig`] it writes |
+//! | [`nuclear`] | Liu et al.'s nuclear-norm mixed precision: bits from the nuclear norms of the layers' outputs, no evaluation ([`nuclear::allocate_nuclear`]) |
 //! | [`pareto`] | Pareto fronts of accuracy against size and energy, CSV and a PNG plot |
 //! | [`error`] | the crate's [`Error`] |
 //!
@@ -73,6 +74,7 @@ pub mod ablation;
 pub mod error;
 pub mod metrics;
 pub mod mixed;
+pub mod nuclear;
 pub mod pareto;
 pub mod store;
 pub mod sweep;
