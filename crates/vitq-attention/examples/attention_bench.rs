@@ -12,6 +12,8 @@
 //! TFLOP/s counts `4·B·H·N²·d`. Inputs are validated once, timed calls use
 //! `attention_trusted` (no NaN scan).
 //!
+//! `quick [N]`: Flash alone, f16 and bf16 only (the shape with N tokens only, if given).
+//!
 //! Memory mode (`mem <strategy> <N>`): one call at `[1, 12, N, 64]` f16 in a fresh process, then
 //! prints the memory pool's reserved and in-use bytes (the pool only grows within a process,
 //! so reserved bytes bound the peak from above).
@@ -20,7 +22,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor};
-use vitq_attention::{Strategy, attention, attention_trusted, default_scale};
+use vitq_attention::{Strategy, attention, attention_trusted, default_scale, flash_kernel};
 
 #[cfg(feature = "cuda")]
 type B = burn::backend::Cuda;
@@ -85,7 +87,8 @@ fn time(x: &[Tensor<B, 4>; 3], s: Strategy, dev: &Dev, flops: f64) -> Option<f64
     Some(rounds[3])
 }
 
-fn table(dev: &Dev) {
+/// Table mode; `quick` times Flash alone on f16 / bf16 (for tuning the kernel).
+fn table(dev: &Dev, quick: bool, only_n: Option<usize>) {
     let shapes: [(&str, [usize; 4]); 4] = [
         ("ViT-B/16", [64, 12, 197, 64]),
         ("DINOv2-B/14", [64, 12, 257, 64]),
@@ -97,7 +100,15 @@ fn table(dev: &Dev) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, shape) in shapes {
-        for dtype in [DType::F16, DType::BF16, DType::F32] {
+        if only_n.is_some_and(|n| n != shape[2]) {
+            continue;
+        }
+        let dtypes: &[DType] = if quick {
+            &[DType::F16, DType::BF16]
+        } else {
+            &[DType::F16, DType::BF16, DType::F32]
+        };
+        for &dtype in dtypes {
             let [b, h, n, d] = shape;
             let flops = 4.0 * (b * h) as f64 * (n * n) as f64 * d as f64;
             let x = inputs(shape, dtype, dev);
@@ -115,9 +126,16 @@ fn table(dev: &Dev) {
                 (Err(e), _) => format!("flash error: {e}"),
                 _ => "reference failed".into(),
             };
+            let kernel = flash_kernel::<B>(dev, dtype, d);
+            eprintln!("{name} {dtype:?}: Flash runs the {kernel:?} kernel");
             let mut cells = Vec::new();
             let mut ms = Vec::new();
-            for s in [Strategy::Flash, Strategy::Burn, Strategy::Reference] {
+            let strategies: &[Strategy] = if quick {
+                &[Strategy::Flash]
+            } else {
+                &[Strategy::Flash, Strategy::Burn, Strategy::Reference]
+            };
+            for &s in strategies {
                 match time(&x, s, dev, flops) {
                     Some(t) => {
                         cells.push(format!("{:.1}", flops / t / 1e12));
@@ -129,6 +147,8 @@ fn table(dev: &Dev) {
                     }
                 }
             }
+            cells.resize(3, "–".into());
+            ms.resize(3, "–".into());
             println!(
                 "| {name} | {b}×{h}×{n}×{d} | {dtype:?} | {} | {} | {} | {} | {} | {} | {err} |",
                 cells[0], cells[1], cells[2], ms[0], ms[1], ms[2]
@@ -180,6 +200,7 @@ fn main() {
             let n = args.get(2).and_then(|x| x.parse().ok()).unwrap_or(4096);
             mem(&dev, s, n);
         }
-        _ => table(&dev),
+        Some("quick") => table(&dev, true, args.get(1).and_then(|x| x.parse().ok())),
+        _ => table(&dev, false, None),
     }
 }

@@ -11,7 +11,7 @@
 use core::any::{Any, TypeId};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::fusion::FusionCubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -22,8 +22,8 @@ use burn_fusion::{FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::prelude::*;
 
-use crate::kernel::{FlashTiling, flash_attention_kernel};
-use crate::{Error, Result, Strategy};
+use crate::kernel::{FlashTiling, MmaTiling, flash_attention_kernel, flash_attention_mma_kernel};
+use crate::{Error, FlashKernel, Result, Strategy};
 
 #[cfg(feature = "cuda")]
 type CudaR = cubecl::cuda::CudaRuntime;
@@ -44,6 +44,45 @@ pub(crate) fn is_cube_backend<B: Backend>() -> bool {
         yes |= is_runtime::<WgpuR>(id);
     }
     yes
+}
+
+/// The kernel `Flash` picks on `device` of backend `B` (see [`crate::flash_kernel`]).
+pub(crate) fn kernel_for<B: Backend>(
+    device: &B::Device,
+    dtype: DType,
+    head_dim: usize,
+) -> Option<FlashKernel> {
+    let id = TypeId::of::<B::FloatTensorPrimitive>();
+    #[cfg(feature = "cuda")]
+    if is_runtime::<CudaR>(id) {
+        return kernel_on::<CudaR, B::Device>(device, dtype, head_dim);
+    }
+    #[cfg(feature = "wgpu")]
+    if is_runtime::<WgpuR>(id) {
+        return kernel_on::<WgpuR, B::Device>(device, dtype, head_dim);
+    }
+    let _ = (id, device, dtype, head_dim);
+    None
+}
+
+#[allow(dead_code)] // unused in a `cube` build without a runtime
+fn kernel_on<R: CubeRuntime, D: Clone + 'static>(
+    device: &D,
+    dtype: DType,
+    head_dim: usize,
+) -> Option<FlashKernel> {
+    let device = cast::<D, R::Device>(device.clone())?;
+    let client = R::client(&device);
+    if mma_tiling(&client, dtype, head_dim).is_some() {
+        return Some(FlashKernel::TensorCore);
+    }
+    let hw = &client.properties().hardware;
+    FlashTiling::choose(
+        head_dim,
+        hw.max_shared_memory_size,
+        hw.max_units_per_cube as usize,
+    )
+    .map(|_| FlashKernel::Scalar)
 }
 
 fn is_runtime<R: CubeRuntime>(id: TypeId) -> bool {
@@ -122,25 +161,92 @@ fn try_runtime<P: 'static, R: CubeRuntime>(
     Ok(Err((q, k, v)))
 }
 
-/// The tiling for these shapes on this device and the grid it launches.
+/// Which kernel runs on this device and dtype.
+enum Plan {
+    /// The scalar kernel (any float dtype, any runtime).
+    Scalar(FlashTiling),
+    /// The tensor-core kernel (CUDA, f16 / bf16, `mma.m16n8k16` available).
+    Mma(MmaTiling),
+}
+
+/// The tensor-core tiling, where this runtime, device and dtype can run it.
+///
+/// The kernel relies on the register layout of PTX's `mma.m16n8k16` (see
+/// `kernel::flash_attention_mma_kernel`), so it is only chosen on the CUDA runtime, with
+/// planes of 32 and the manual MMA for `dtype` × `dtype` → f32 listed among the device's
+/// features; everything else (f32, wgpu, older GPUs) gets the scalar kernel.
+fn mma_tiling<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: DType,
+    head_dim: usize,
+) -> Option<MmaTiling> {
+    #[cfg(feature = "cuda")]
+    {
+        use cubecl::ir::features::MmaConfig;
+        use cubecl::ir::{ElemType, FloatKind};
+        if TypeId::of::<R>() != TypeId::of::<CudaR>() {
+            return None;
+        }
+        let kind = match dtype {
+            DType::F16 => FloatKind::F16,
+            DType::BF16 => FloatKind::BF16,
+            _ => return None,
+        };
+        let props = client.properties();
+        let hw = &props.hardware;
+        if hw.plane_size_min != 32 || hw.plane_size_max != 32 || hw.max_units_per_cube < 128 {
+            return None;
+        }
+        let io = ElemType::Float(kind).into();
+        let config = MmaConfig {
+            a_type: io,
+            b_type: io,
+            cd_type: ElemType::Float(FloatKind::F32).into(),
+            m: 16,
+            n: 8,
+            k: 16,
+        };
+        if !props.features.matmul.mma.contains(&config) {
+            return None;
+        }
+        MmaTiling::choose(head_dim, hw.max_shared_memory_size)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (client, dtype, head_dim);
+        None
+    }
+}
+
+/// The kernel and grid for these shapes and this dtype on this device. `aligned`: the
+/// tensors start on 16-byte boundaries (the tensor-core kernel reads 16 bytes at a time).
 fn plan<R: CubeRuntime>(
     client: &ComputeClient<R>,
     dims: [usize; 4],
-) -> Result<(FlashTiling, (u32, u32))> {
+    dtype: DType,
+    aligned: bool,
+) -> Result<(Plan, (u32, u32))> {
     let [b, h, n_q, head_dim] = dims;
     let hw = &client.properties().hardware;
     let max_shared = hw.max_shared_memory_size;
     let max_threads = hw.max_units_per_cube as usize;
-    let tiling = FlashTiling::choose(head_dim, max_shared, max_threads).ok_or_else(|| {
-        Error::Launch(format!(
-            "no tiling for head_dim {head_dim} fits in {max_shared} bytes of shared memory and {max_threads} units per cube"
-        ))
-    })?;
+    let mma = mma_tiling(client, dtype, head_dim).filter(|_| aligned);
+    let (plan, rows) = match mma {
+        Some(t) => (Plan::Mma(t), t.rows()),
+        None => {
+            let t = FlashTiling::choose(head_dim, max_shared, max_threads).ok_or_else(|| {
+                Error::Launch(format!(
+                    "no tiling for head_dim {head_dim} fits in {max_shared} bytes of shared memory and {max_threads} units per cube"
+                ))
+            })?;
+            (Plan::Scalar(t), t.rows)
+        }
+    };
     let (max_x, max_y, _) = hw.max_cube_count;
-    let x = n_q.div_ceil(tiling.rows);
+    let x = n_q.div_ceil(rows);
     let y = b * h;
     match (u32::try_from(x), u32::try_from(y)) {
-        (Ok(gx), Ok(gy)) if gx <= max_x && gy <= max_y => Ok((tiling, (gx, gy))),
+        (Ok(gx), Ok(gy)) if gx <= max_x && gy <= max_y => Ok((plan, (gx, gy))),
         _ => Err(Error::Launch(format!(
             "grid ({x}, {y}) is over the device's cube count ({max_x}, {max_y})"
         ))),
@@ -160,7 +266,10 @@ pub(crate) fn launch<R: CubeRuntime>(
     let dims: [usize; 4] = q.meta.shape().dims::<4>();
     let n_k = k.meta.shape()[2];
     let d = dims[3];
-    let (tiling, (gx, gy)) = plan(&q.client, dims)?;
+    let aligned = [&q, &k, &v]
+        .iter()
+        .all(|t| t.handle.offset_start.unwrap_or(0) % 16 == 0);
+    let (plan, (gx, gy)) = plan(&q.client, dims, q.dtype, aligned)?;
     let (n_q, n_k) = match (u32::try_from(dims[2]), u32::try_from(n_k)) {
         (Ok(a), Ok(b)) => (a, b),
         _ => return Err(Error::Launch("token count over u32::MAX".into())),
@@ -173,27 +282,46 @@ pub(crate) fn launch<R: CubeRuntime>(
     );
     let client = q.client.clone();
     let dtype = q.dtype;
-    // SAFETY: every index the kernel forms is below `b·h·n·d` of the tensor it reads or
-    // writes (rows and keys past the end are guarded), and the four tensors are contiguous
+    let count = CubeCount::Static(gx, gy, 1);
+    // SAFETY: every index the kernels form is below `b·h·n·d` of the tensor they read or
+    // write (rows and keys past the end are guarded), and the four tensors are contiguous
     // `[b·h, n, d]` with the shapes checked by the caller.
     unsafe {
-        flash_attention_kernel::launch_unchecked::<R>(
-            &client,
-            CubeCount::Static(gx, gy, 1),
-            CubeDim::new_1d(tiling.threads() as u32),
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            scale,
-            n_q,
-            n_k,
-            d,
-            tiling.rows,
-            tiling.keys,
-            tiling.threads_per_row,
-            dtype.into(),
-        )
+        match plan {
+            Plan::Scalar(t) => flash_attention_kernel::launch_unchecked::<R>(
+                &client,
+                count,
+                CubeDim::new_1d(t.threads() as u32),
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                scale,
+                n_q,
+                n_k,
+                d,
+                t.rows,
+                t.keys,
+                t.threads_per_row,
+                dtype.into(),
+            ),
+            Plan::Mma(t) => flash_attention_mma_kernel::launch_unchecked::<R>(
+                &client,
+                count,
+                CubeDim::new_2d(32, t.warps as u32),
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                scale,
+                n_q,
+                n_k,
+                d,
+                t.warps,
+                t.keys,
+                dtype.into(),
+            ),
+        }
     };
     Ok(out)
 }
@@ -247,7 +375,7 @@ fn fusion_op<R: CubeRuntime>(
     {
         let device = client.device().clone();
         let cube_client = R::client(&device);
-        plan::<R>(&cube_client, dims)?;
+        plan::<R>(&cube_client, dims, dtype, true)?;
     }
     let streams = OperationStreams::with_inputs([&q, &k, &v]);
     let out = TensorIr::uninit(client.create_empty_handle(), Shape::new(dims), dtype);

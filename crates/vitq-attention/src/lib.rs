@@ -194,6 +194,40 @@ pub fn flash_backend_available<B: Backend>() -> bool {
     }
 }
 
+/// Which kernel [`Strategy::Flash`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlashKernel {
+    /// f32 arithmetic on CUDA cores, any float dtype and CubeCL runtime (wgpu, CUDA).
+    Scalar,
+    /// `Q·Kᵀ` and `P·V` as `m16n8k16` tensor-core MMAs (f16 / bf16 inputs, f32 accumulators):
+    /// CUDA, compute capability 8.0 or newer.
+    TensorCore,
+}
+
+/// The kernel [`Strategy::Flash`] would launch for inputs of `dtype` and `head_dim` on
+/// `device` of backend `B`, or `None` where it cannot run (not a CubeCL backend of this
+/// build, or a head dim or dtype it does not take).
+pub fn flash_kernel<B: Backend>(
+    device: &B::Device,
+    dtype: DType,
+    head_dim: usize,
+) -> Option<FlashKernel> {
+    if !matches!(head_dim, 32 | 64 | 128) || !matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+    {
+        return None;
+    }
+    #[cfg(feature = "cube")]
+    {
+        flash::kernel_for::<B>(device, dtype, head_dim)
+    }
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 fn flash_dispatch<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,

@@ -81,7 +81,7 @@ fn assert_ok(what: &str, (e, tier): (f64, f64)) {
 }
 
 macro_rules! flash_tests {
-    ($name:ident, $fusion:ty, $plain:ty, $big_batch:expr) => {
+    ($name:ident, $fusion:ty, $plain:ty, $big_batch:expr, $half_counts:expr) => {
         mod $name {
             use super::*;
             use proptest::prelude::*;
@@ -117,6 +117,57 @@ macro_rules! flash_tests {
                 ) {
                     let (e, tier) = check::<B>([bh.0, bh.1, n_q, d], n_k, DType::F32, magnitude, seed, Strategy::Flash, None, false);
                     prop_assert!(e <= tier, "rel err {e:.3e} > {tier:.1e}");
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+                #[test]
+                fn flash_half_matches_oracle(
+                    bh in (1usize..3, 1usize..4),
+                    n_q in prop_oneof![1usize..140, prop::sample::select(vec![65usize, 197, 257])],
+                    n_k in prop_oneof![1usize..140, prop::sample::select(vec![65usize, 197, 257])],
+                    d in prop::sample::select(vec![32usize, 64, 128]),
+                    magnitude in prop::sample::select(vec![1.0f32, 1.0, 20.0]),
+                    which in 0usize..2,
+                    seed in any::<u64>(),
+                ) {
+                    let dtypes = half_supported();
+                    if let Some(&dtype) = dtypes.get(which % dtypes.len().max(1)) {
+                        let (e, tier) = check::<B>([bh.0, bh.1, n_q, d], n_k, dtype, magnitude, seed, Strategy::Flash, None, false);
+                        prop_assert!(e <= tier, "{dtype:?}: rel err {e:.3e} > {tier:.1e}");
+                    }
+                }
+            }
+
+            #[test]
+            fn half_token_counts_and_head_dims() {
+                // The tensor-core kernel on CUDA (the scalar one elsewhere): token counts of the
+                // benchmarked shapes and odd ones, every head dim, large scores, all-equal scores.
+                let counts: &[usize] = &$half_counts;
+                for dtype in half_supported() {
+                    for d in [32, 64, 128] {
+                        println!("{dtype:?} d={d}: {:?} kernel", vitq_attention::flash_kernel::<B>(&device::<B>(), dtype, d));
+                    }
+                    for &n in counts {
+                        for d in [32, 64, 128] {
+                            let h = if n > 1100 { 1 } else { 2 };
+                            let r = check::<B>([1, h, n, d], n, dtype, 1.0, (n + d) as u64, Strategy::Flash, None, false);
+                            assert_ok(&format!("{dtype:?} n={n} d={d}"), r);
+                        }
+                    }
+                    for d in [32, 64, 128] {
+                        let r = check::<B>([2, 2, 77, d], 77, dtype, 20.0, d as u64, Strategy::Flash, None, false);
+                        assert_ok(&format!("{dtype:?} large magnitude d={d}"), r);
+                        let r = check::<B>([1, 2, 50, d], 83, dtype, 1.0, 1, Strategy::Flash, None, true);
+                        assert_ok(&format!("{dtype:?} all-equal scores d={d}"), r);
+                    }
+                    let b: usize = $big_batch;
+                    let last = b * 12 - 1;
+                    let slices = [0, 1, 17, last / 2, last - 1, last];
+                    let r = check::<B>([b, 12, 197, 64], 197, dtype, 1.0, 64, Strategy::Flash, Some(&slices), false);
+                    assert_ok(&format!("{dtype:?} {b}x12x197x64"), r);
                 }
             }
 
@@ -211,13 +262,15 @@ macro_rules! flash_tests {
     };
 }
 
-// Batch 8 on wgpu: CI runs these on llvmpipe (a few GFLOP/s on 2 cores); 64 on CUDA.
+// Batch 8 and two half-precision token counts on wgpu: CI runs these on llvmpipe (a few
+// GFLOP/s on 2 cores); on CUDA batch 64 and every benchmarked token count.
 #[cfg(feature = "wgpu")]
 flash_tests!(
     wgpu,
     burn::backend::Wgpu,
     burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>,
-    8
+    8,
+    [65, 257]
 );
 
 #[cfg(feature = "cuda")]
@@ -225,5 +278,6 @@ flash_tests!(
     cuda,
     burn::backend::Cuda,
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>,
-    64
+    64,
+    [1, 15, 65, 197, 257, 577, 1024, 1025, 4096]
 );

@@ -3,6 +3,8 @@
 
 use cubecl::prelude::*;
 
+use super::load_tile;
+
 /// Fused attention over contiguous `[bh, n, d]` tensors (any float `F`; math in f32).
 ///
 /// Grid: `(ceil(n_q / rows), b·h, 1)` cubes of `rows · threads_per_row` units.
@@ -27,8 +29,6 @@ pub fn flash_attention_kernel<F: Float>(
     let dims_per_thread = comptime!(d / tpr);
     let keys_per_thread = comptime!(keys / tpr);
     let n_threads = comptime!(rows * tpr);
-    let q_loads = comptime!(rows * d).div_ceil(n_threads);
-    let kv_loads = comptime!(keys * d).div_ceil(n_threads);
 
     let tid = UNIT_POS as usize;
     let r = tid / tpr;
@@ -47,20 +47,7 @@ pub fn flash_attention_kernel<F: Float>(
     let mut red_sum = SharedMemory::<f32>::new(rows * tpr);
 
     // Q tile → shared (zeros past the last row).
-    #[unroll]
-    for it in 0..q_loads {
-        let i = it * n_threads + tid;
-        if i < rows * d {
-            let rr = i / d;
-            let c = i % d;
-            let row = row0 + rr;
-            let mut x = 0.0f32;
-            if row < nq {
-                x = f32::cast_from(q[q_base + row * d + c]);
-            }
-            qs[rr * ld + c] = x;
-        }
-    }
+    load_tile::<F, f32>(q, &mut qs, q_base, row0, nq, tid, d, ld, rows, n_threads);
 
     let mut m = f32::new(-1.0e30);
     let mut l = 0.0f32;
@@ -76,20 +63,7 @@ pub fn flash_attention_kernel<F: Float>(
         let key0 = tile * keys;
         // Everyone is done with the previous V tile and P.
         sync_cube();
-        #[unroll]
-        for it in 0..kv_loads {
-            let i = it * n_threads + tid;
-            if i < keys * d {
-                let j = i / d;
-                let c = i % d;
-                let key = key0 + j;
-                let mut x = 0.0f32;
-                if key < nk {
-                    x = f32::cast_from(k[kv_base + key * d + c]);
-                }
-                kvs[j * ld + c] = x;
-            }
-        }
+        load_tile::<F, f32>(k, &mut kvs, kv_base, key0, nk, tid, d, ld, keys, n_threads);
         sync_cube();
 
         // Scores of row r against this thread's keys j = jj * tpr + t; each q element read
@@ -121,20 +95,7 @@ pub fn flash_attention_kernel<F: Float>(
         sync_cube();
 
         // Everyone has read K: the V tile replaces it.
-        #[unroll]
-        for it in 0..kv_loads {
-            let i = it * n_threads + tid;
-            if i < keys * d {
-                let j = i / d;
-                let c = i % d;
-                let key = key0 + j;
-                let mut x = 0.0f32;
-                if key < nk {
-                    x = f32::cast_from(v[kv_base + key * d + c]);
-                }
-                kvs[j * ld + c] = x;
-            }
-        }
+        load_tile::<F, f32>(v, &mut kvs, kv_base, key0, nk, tid, d, ld, keys, n_threads);
 
         let mut tile_max = f32::new(-1.0e30);
         #[unroll]

@@ -18,9 +18,19 @@
 //! written. Nothing of size `n_q × n_k` is ever stored. Shared-memory rows are padded by one
 //! element so that threads of a plane reading different rows hit different banks.
 
+//!
+//! On CUDA with f16 / bf16 inputs a second kernel (`flash_attention_mma_kernel`) runs the two
+//! products on tensor cores: each plane (warp) owns 16 query rows, `Q·Kᵀ` and `P·V` are
+//! `m16n8k16` MMAs with f32 accumulators (cubecl's manual MMA, `cmma::MmaDefinition`), and the
+//! online softmax and the rescale of the output work on the accumulator registers directly.
+
 mod fused;
+mod mma;
+mod tile;
 
 pub use fused::flash_attention_kernel;
+pub use mma::flash_attention_mma_kernel;
+pub use tile::load_tile;
 
 /// Launch-time description of the tiling (no data): everything the kernel is specialised on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,5 +79,40 @@ impl FlashTiling {
             }
         }
         None
+    }
+}
+
+/// Launch-time description of the tensor-core kernel's tiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MmaTiling {
+    /// Head dimension `d` (a multiple of 16).
+    pub head_dim: usize,
+    /// Planes (warps of 32) per cube; each owns 16 query rows.
+    pub warps: usize,
+    /// Keys per K/V tile (a multiple of 16).
+    pub keys: usize,
+}
+
+impl MmaTiling {
+    /// Query rows per cube.
+    pub fn rows(&self) -> usize {
+        16 * self.warps
+    }
+
+    /// Shared memory one cube uses, in bytes: the K tile (`keys × (d + 8)`) and the
+    /// transposed V tile (`d × (keys + 8)`), 2-byte elements.
+    pub fn shared_bytes(&self) -> usize {
+        2 * (self.keys * (self.head_dim + 8) + self.head_dim * (self.keys + 8))
+    }
+
+    /// The tiling for `head_dim` if it fits in `max_shared` bytes: 4 warps (64 query rows),
+    /// 64 keys per tile.
+    pub fn choose(head_dim: usize, max_shared: usize) -> Option<Self> {
+        let t = Self {
+            head_dim,
+            warps: 4,
+            keys: 64,
+        };
+        (head_dim % 16 == 0 && t.shared_bytes() <= max_shared).then_some(t)
     }
 }
