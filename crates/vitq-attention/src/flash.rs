@@ -268,7 +268,7 @@ pub(crate) fn launch<R: CubeRuntime>(
     let d = dims[3];
     let aligned = [&q, &k, &v]
         .iter()
-        .all(|t| t.handle.offset_start.unwrap_or(0) % 16 == 0);
+        .all(|t| t.handle.offset_start.unwrap_or(0).is_multiple_of(16));
     let (plan, (gx, gy)) = plan(&q.client, dims, q.dtype, aligned)?;
     let (n_q, n_k) = match (u32::try_from(dims[2]), u32::try_from(n_k)) {
         (Ok(a), Ok(b)) => (a, b),

@@ -113,6 +113,6 @@ impl MmaTiling {
             warps: 4,
             keys: 64,
         };
-        (head_dim % 16 == 0 && t.shared_bytes() <= max_shared).then_some(t)
+        (head_dim.is_multiple_of(16) && t.shared_bytes() <= max_shared).then_some(t)
     }
 }
