@@ -1,26 +1,10 @@
 //! End-to-end tests of `vitq energy`: the JSON agrees with the library, bad input fails cleanly.
 
-use std::process::{Command, Output};
+mod common;
 
+use common::{last_json, vitq};
 use vitq_core::QuantConfig;
 use vitq_energy::{EnergyReport, EnergyTable, Network};
-
-fn vitq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vitq"))
-        .args(args)
-        .output()
-        .expect("vitq runs")
-}
-
-fn last_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().expect("output")).expect("last line is JSON")
-}
 
 fn fails_with(args: &[&str], needle: &str) {
     let out = vitq(args);

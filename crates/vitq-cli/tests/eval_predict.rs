@@ -1,21 +1,16 @@
 //! End-to-end tests of `vitq eval` and `vitq predict` on the real ResNet-20 (skipped where
 //! `../shared` is absent) and on bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
+use common::vitq;
 use safetensors::{Dtype, tensor::TensorView};
 use vitq_core::checkpoint::Checkpoint;
 use vitq_models::zoo::Model;
-
-fn vitq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vitq"))
-        .args(args)
-        .output()
-        .expect("vitq runs")
-}
 
 fn shared(rel: &str) -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,22 +1,11 @@
 //! End-to-end tests of `vitq inspect`: the JSON agrees with the library, bad files fail cleanly.
 
-use std::process::Command;
+mod common;
 
+use common::{last_json, vitq};
 use safetensors::{Dtype, tensor::TensorView};
 use vitq_core::metrics::sqnr_db;
 use vitq_core::{Granularity, QuantSpec, QuantizedTensor, Scheme};
-
-fn vitq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vitq"))
-        .args(args)
-        .output()
-        .expect("vitq runs")
-}
-
-fn last_json(out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().expect("output")).expect("last line is JSON")
-}
 
 #[test]
 fn json_report_matches_the_library() {

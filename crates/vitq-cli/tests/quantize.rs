@@ -1,33 +1,9 @@
 //! End-to-end tests of `vitq quantize`, `vitq eval --quantized` and `vitq demo` on the vendored
 //! ResNet-20 and CIFAR-10 slices, and their failures on bad input (non-zero exit, no output file).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn vitq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vitq"))
-        .args(args)
-        .output()
-        .expect("vitq runs")
-}
-
-fn asset(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../assets")
-        .join(rel)
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn last_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON last line")
-}
+use common::{asset, last_json, vitq};
 
 fn weights() -> String {
     asset("resnet20-cifar10/resnet20-12fca82f.safetensors")

@@ -2,35 +2,12 @@
 //! images of the vendored ResNet-20 and CIFAR-10 slices: outputs, resuming, the written config, and
 //! failures (non-zero exit, no output file).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{asset, last_json, vitq};
 use vitq_core::QuantConfig;
-
-fn vitq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vitq"))
-        .args(args)
-        .output()
-        .expect("vitq runs")
-}
-
-fn asset(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../assets")
-        .join(rel)
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn last_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON last line")
-}
 
 fn failure(out: &Output) -> String {
     assert!(!out.status.success(), "expected a failure");
