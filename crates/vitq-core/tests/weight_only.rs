@@ -62,7 +62,13 @@ fn specs() -> Vec<QuantSpec> {
 fn tiles_equal_the_dequantized_product() {
     let mut rng = Rng::new(5);
     for spec in specs() {
-        for (m, n, k) in [(1, 70, 64), (9, 300, 48), (3, 17, 80), (2, 5, 33), (12, 7, 9)] {
+        for (m, n, k) in [
+            (1, 70, 64),
+            (9, 300, 48),
+            (3, 17, 80),
+            (2, 5, 33),
+            (12, 7, 9),
+        ] {
             let Ok(q) = QuantizedTensor::quantize(&rng.gaussian_vec(n * k), &[n, k], &spec) else {
                 // Groups of 16 do not divide k = 33.
                 assert!(k % 16 != 0, "{spec:?} [{n}, {k}]");

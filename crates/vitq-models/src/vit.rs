@@ -65,9 +65,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::activation::softmax;
-use vitq_core::host::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use vitq_core::host::gelu;
 use vitq_core::layers::{LayerMut, LayerState, Mode, QConv2d, QLinear, QMatMul};
 
 use crate::error::{Error, Result};
