@@ -95,7 +95,7 @@ pub enum Strategy {
     /// (autotuned) on cube backends, a tiled CPU kernel on Flex, a decomposition elsewhere.
     Burn,
     /// The fastest correct strategy measured for the backend: [`Strategy::Flash`] where it
-    /// runs on tensor cores ([`FlashKernel::TensorCore`]: CUDA, f16 / bf16, no mask; 4–5×
+    /// runs on tensor cores ([`FlashKernel::TensorCore`]: CUDA, f16 / bf16, no mask; 4.3–5.4×
     /// faster than burn's attention on an H100, docs/attention.md), [`Strategy::Burn`]
     /// everywhere else (as fast as the scalar flash kernel in f32 on CUDA; burn's tiled CPU
     /// kernel on Flex).
@@ -166,7 +166,7 @@ pub fn attention_trusted<B: Backend>(
             flash_dispatch(q, k, v, scale)
         }
         // Measured on an H100 (docs/attention.md): the tensor-core Flash kernel beats burn's
-        // attention 4–5× in f16 / bf16 at every ViT shape; burn's attention is as fast as the
+        // attention 4.3–5.4× in f16 / bf16 at every ViT shape; burn's attention is as fast as the
         // scalar kernel in f32 and is the tiled kernel on Flex.
         Strategy::Auto => {
             let [_, _, _, d] = q.dims();
