@@ -4,53 +4,16 @@
 mod common;
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Tensor, TensorData};
 use common::*;
 use vitq_core::ptq::Quantizable;
 use vitq_core::ptq4vit::SearchMetric;
-use vitq_core::synth::Rng;
 use vitq_core::twin::TwinKind;
 use vitq_core::{
     CalibrationMethod, Error as CoreError, Granularity, PtqMethod, QuantConfig, QuantSpec, Scheme,
 };
 use vitq_models::Error;
-use vitq_models::vit::ViT;
-use vitq_models::weights::WeightMap;
+use vitq_models::vit::AttentionImpl;
 use vitq_models::zoo::Model;
-
-fn vit_tiny2() -> (Model<B>, Tensor<B, 4>) {
-    let c = fixture("vit_tiny2.safetensors");
-    let config = vit_tiny2_config();
-    let model = ViT::from_weights(
-        &config,
-        WeightMap::from_checkpoint_prefixed(c.clone(), "weights."),
-        &Default::default(),
-    )
-    .expect("vit_tiny2 fixture");
-    (
-        Model::ViT {
-            config,
-            model: Box::new(model),
-        },
-        tensor4(&c, "input"),
-    )
-}
-
-fn gaussian_batches(count: usize, n: usize, size: usize, seed: u64) -> Vec<Tensor<B, 4>> {
-    let mut rng = Rng::new(seed);
-    (0..count)
-        .map(|_| {
-            Tensor::from_data(
-                TensorData::new(rng.gaussian_vec(n * 3 * size * size), [n, 3, size, size]),
-                &Default::default(),
-            )
-        })
-        .collect()
-}
-
-fn logits(model: &Model<B>, x: Tensor<B, 4>) -> Vec<f32> {
-    values(model.forward(x).expect("forward"))
-}
 
 /// Min-max W{w}A{a}: symmetric per-channel weights, asymmetric per-tensor activations.
 fn config(wbits: u32, abits: u32, method: PtqMethod) -> QuantConfig {
@@ -75,7 +38,7 @@ fn config(wbits: u32, abits: u32, method: PtqMethod) -> QuantConfig {
 /// for the mean cross-entropy against the model's own top-1; every block layer gets a non-zero gradient.
 #[test]
 fn captured_head_gradient_is_the_analytic_one() {
-    let (vit, _) = vit_tiny2();
+    let (vit, _) = vit_tiny2_model(AttentionImpl::Layers);
     let x = gaussian_batches(1, 3, 32, 11).remove(0);
     let z = vit.forward(x.clone()).unwrap();
     let p = values(softmax(z.clone(), 1));
@@ -116,7 +79,7 @@ fn captured_head_gradient_is_the_analytic_one() {
 /// calibration at W6A6 and W4A8 in logits SQNR on the ViT fixture.
 #[test]
 fn ptq4vit_beats_min_max_on_the_vit_fixture() {
-    let (vit, x) = vit_tiny2();
+    let (vit, x) = vit_tiny2_model(AttentionImpl::Layers);
     let reference = logits(&vit, x.clone());
     for (w, a) in [(6, 6), (4, 8)] {
         let sqnr = |method: PtqMethod| {
@@ -141,7 +104,7 @@ fn ptq4vit_beats_min_max_on_the_vit_fixture() {
 /// the same logits; the config round-trips through TOML.
 #[test]
 fn twin_quantized_model_round_trips_through_a_file() {
-    let (vit, x) = vit_tiny2();
+    let (vit, x) = vit_tiny2_model(AttentionImpl::Layers);
     let mut method = PtqMethod::ptq4vit();
     if let PtqMethod::Ptq4vit {
         candidates, rounds, ..
@@ -190,7 +153,7 @@ fn twin_quantized_model_round_trips_through_a_file() {
 
 #[test]
 fn ptq4vit_errors_are_typed() {
-    let (vit, _) = vit_tiny2();
+    let (vit, _) = vit_tiny2_model(AttentionImpl::Layers);
     // 2-bit activations leave one bit per twin range.
     let e = vit
         .clone()

@@ -9,61 +9,17 @@ use burn::tensor::{Tensor, TensorData};
 use common::*;
 use vitq_core::io::QuantFile;
 use vitq_core::ptq::Quantizable;
-use vitq_core::synth::Rng;
 use vitq_core::{Error as CoreError, QuantConfig};
 use vitq_models::Error;
 use vitq_models::data::{Cifar10, Normalize};
 use vitq_models::metrics::Metrics;
-use vitq_models::vit::{AttentionImpl, ViT, ViTConfig};
-use vitq_models::weights::WeightMap;
+use vitq_models::vit::AttentionImpl;
 use vitq_models::zoo::Model;
 
 fn resnet20() -> Model<B> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../assets/resnet20-cifar10/resnet20-12fca82f.safetensors");
     Model::load("resnet20", path, &Default::default()).expect("vendored ResNet-20")
-}
-
-fn vit_tiny2() -> (Model<B>, Tensor<B, 4>) {
-    vit_tiny2_with(AttentionImpl::Layers)
-}
-
-fn vit_tiny2_with(attention: AttentionImpl) -> (Model<B>, Tensor<B, 4>) {
-    let c = fixture("vit_tiny2.safetensors");
-    let config = ViTConfig {
-        attention,
-        ..vit_tiny2_config()
-    };
-    let model = ViT::from_weights(
-        &config,
-        WeightMap::from_checkpoint_prefixed(c.clone(), "weights."),
-        &Default::default(),
-    )
-    .expect("vit_tiny2 fixture");
-    (
-        Model::ViT {
-            config,
-            model: Box::new(model),
-        },
-        tensor4(&c, "input"),
-    )
-}
-
-/// Gaussian batches `[n, 3, size, size]` (calibration data for models without a dataset here).
-fn gaussian_batches(count: usize, n: usize, size: usize, seed: u64) -> Vec<Tensor<B, 4>> {
-    let mut rng = Rng::new(seed);
-    (0..count)
-        .map(|_| {
-            Tensor::from_data(
-                TensorData::new(rng.gaussian_vec(n * 3 * size * size), [n, 3, size, size]),
-                &Default::default(),
-            )
-        })
-        .collect()
-}
-
-fn logits(model: &Model<B>, x: Tensor<B, 4>) -> Vec<f32> {
-    values(model.forward(x).expect("forward"))
 }
 
 /// The acceptance figures of issue 4: ResNet-20 on the first 1000 CIFAR-10 test images (f32: 91.5 %),
@@ -124,7 +80,7 @@ fn resnet20_accuracy_and_size_after_ptq() {
 fn quantized_files_load_back_to_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let x_resnet = gaussian_batches(1, 4, 32, 7).remove(0);
-    let (vit, x_vit) = vit_tiny2();
+    let (vit, x_vit) = vit_tiny2_model(AttentionImpl::Layers);
     for (model, x, preset) in [
         (resnet20(), x_resnet.clone(), "w8a8"),
         (resnet20(), x_resnet.clone(), "int8-dynamic"),
@@ -154,7 +110,7 @@ fn quantized_files_load_back_to_the_same_model() {
 /// On the ViT fixture, output SQNR against f32 falls with the bit-width, and W8A8 keeps the argmax.
 #[test]
 fn vit_fixture_sqnr_by_preset() {
-    let (vit, x) = vit_tiny2();
+    let (vit, x) = vit_tiny2_model(AttentionImpl::Layers);
     let reference = logits(&vit, x.clone());
     let mut table = Vec::new();
     for preset in ["w8a8", "w6a6", "w4a8", "w4a4", "w8", "nf4", "int8-dynamic"] {
@@ -302,7 +258,7 @@ fn min_max_config(wbits: u32, abits: u32, search: bool) -> QuantConfig {
 /// fixture at W6A6 and W4A8 (logits SQNR against f32).
 #[test]
 fn similarity_search_beats_min_max_on_the_vit_fixture() {
-    let (vit, x) = vit_tiny2();
+    let (vit, x) = vit_tiny2_model(AttentionImpl::Layers);
     let reference = logits(&vit, x.clone());
     for (w, a) in [(6, 6), (4, 8)] {
         let sqnr = |search: bool| {
@@ -331,7 +287,7 @@ fn similarity_search_beats_min_max_on_the_vit_fixture() {
 /// quantizers whatever the implementation says.
 #[test]
 fn vit_attention_implementations_agree() {
-    let (layers, x) = vit_tiny2();
+    let (layers, x) = vit_tiny2_model(AttentionImpl::Layers);
     let reference = logits(&layers, x.clone());
     for (imp, tol) in [
         (AttentionImpl::Reference, 1e-5),
@@ -351,7 +307,7 @@ fn vit_attention_implementations_agree() {
             imp.strategy().unwrap(),
         );
         assert_eq!(direct.is_ok(), imp != AttentionImpl::Flash, "{imp:?}");
-        let (m, _) = vit_tiny2_with(imp);
+        let (m, _) = vit_tiny2_model(imp);
         let err = rel_err(&logits(&m, x.clone()), &reference);
         eprintln!("{imp:?}: max relative error {err:.2e}");
         assert!(err <= tol, "{imp:?}: {err:e}");
@@ -361,7 +317,7 @@ fn vit_attention_implementations_agree() {
     let q_layers = layers
         .quantize(&config, calib.clone(), &mut |_| {})
         .unwrap();
-    let (burn, _) = vit_tiny2_with(AttentionImpl::Burn);
+    let (burn, _) = vit_tiny2_model(AttentionImpl::Burn);
     let q_burn = burn.quantize(&config, calib, &mut |_| {}).unwrap();
     assert_eq!(logits(&q_burn, x.clone()), logits(&q_layers, x));
 }
@@ -418,7 +374,7 @@ fn search_config(wbits: u32, abits: u32, attention: bool, gamma: f32) -> QuantCo
 #[test]
 fn ranking_loss_keeps_more_attention_order_on_the_vit_fixture() {
     use vitq_core::ranking::DEFAULT_GAMMA;
-    let (vit, _) = vit_tiny2();
+    let (vit, _) = vit_tiny2_model(AttentionImpl::Layers);
     let mut held_out = vit.clone();
     let samples =
         vitq_core::nuclear::sample_layers(&mut held_out, gaussian_batches(2, 8, 32, 11), 512)

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use vitq_core::checkpoint::Checkpoint;
-use vitq_models::vit::{Pooling, TIMM_LN_EPS, ViTConfig};
+use vitq_core::synth::Rng;
+use vitq_models::vit::{AttentionImpl, Pooling, TIMM_LN_EPS, ViT, ViTConfig};
+use vitq_models::weights::WeightMap;
+use vitq_models::zoo::Model;
 
 /// f32 against PyTorch f32 on the same weights and inputs: max |a - b| / max |b| over a tensor.
 pub const F32_REL: f64 = 1e-4;
@@ -85,4 +88,44 @@ pub fn vit_tiny2_config() -> ViTConfig {
         qkv_bias: true,
         attention: Default::default(),
     }
+}
+
+/// The vit_tiny2 fixture as a [`Model`] with the given attention implementation, and its input batch.
+pub fn vit_tiny2_model(attention: AttentionImpl) -> (Model<B>, Tensor<B, 4>) {
+    let c = fixture("vit_tiny2.safetensors");
+    let config = ViTConfig {
+        attention,
+        ..vit_tiny2_config()
+    };
+    let model = ViT::from_weights(
+        &config,
+        WeightMap::from_checkpoint_prefixed(c.clone(), "weights."),
+        &Default::default(),
+    )
+    .expect("vit_tiny2 fixture");
+    (
+        Model::ViT {
+            config,
+            model: Box::new(model),
+        },
+        tensor4(&c, "input"),
+    )
+}
+
+/// Gaussian batches `[n, 3, size, size]` (calibration data for models without a dataset here).
+pub fn gaussian_batches(count: usize, n: usize, size: usize, seed: u64) -> Vec<Tensor<B, 4>> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            Tensor::from_data(
+                TensorData::new(rng.gaussian_vec(n * 3 * size * size), [n, 3, size, size]),
+                &Default::default(),
+            )
+        })
+        .collect()
+}
+
+/// A model's logits on `x`, on the host.
+pub fn logits(model: &Model<B>, x: Tensor<B, 4>) -> Vec<f32> {
+    values(model.forward(x).expect("forward"))
 }
