@@ -51,7 +51,7 @@ use crate::observer::Range;
 use crate::ptq::{Quantizable, layer_names};
 use crate::twin::{TwinKind, TwinQuant};
 use crate::uniform::{self, scale_and_zero_point};
-use crate::{Granularity, PtqMethod, QuantConfig, QuantParams, QuantizedTensor, Scheme};
+use crate::{PtqMethod, QuantConfig, QuantParams, QuantizedTensor};
 
 /// The distance the scale search minimizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,15 +506,7 @@ impl Search<'_> {
         let params = weight
             .params()
             .ok_or_else(|| Error::Unsupported("PTQ4ViT searches uniform weights".into()))?;
-        let per_channel = match (params.spec.scheme, params.spec.granularity) {
-            (Scheme::Symmetric, Granularity::PerTensor) => false,
-            (Scheme::Symmetric, Granularity::PerChannel { axis: 0 }) => true,
-            (s, g) => {
-                return Err(Error::Unsupported(format!(
-                    "PTQ4ViT searches symmetric per-tensor or per-channel weights, not {s:?} {g}"
-                )));
-            }
-        };
+        let per_channel = crate::search::symmetric_per_channel(&params, "PTQ4ViT")?;
         let rows = sample.count;
         let xt = Tensor::<B, 2>::from_data(TensorData::new(sample.a.clone(), [rows, k]), device);
         let g2 = self.weights(Tensor::<B, 2>::from_data(

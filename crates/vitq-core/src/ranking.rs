@@ -35,12 +35,12 @@
 //! ```
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::PtqMethod;
 use crate::error::{Error, Result};
 use crate::layers::{ActQuant, PairSample, QMatMul};
-use crate::search::{act_range, candidates, scaled};
+use crate::search::{act_range, candidates, cosine, l2_norm, scaled};
 use crate::synth::Rng;
 use crate::uniform::{check_finite, tensor_to_vec};
 
@@ -243,13 +243,7 @@ pub fn search_matmul<B: Backend>(
     let at = Tensor::<B, 3>::from_data(TensorData::new(sample.a.clone(), [s, m, k]), device);
     let bt = Tensor::<B, 3>::from_data(TensorData::new(sample.b.clone(), [s, k, n]), device);
     let target = at.clone().matmul(bt.clone());
-    let target_norm = target
-        .clone()
-        .powi_scalar(2)
-        .sum()
-        .into_scalar()
-        .elem::<f64>()
-        .sqrt();
+    let target_norm = l2_norm(&target);
     let ranking = ranking.filter(|r| r.gamma > 0.0);
     let target_host = match ranking {
         Some(_) => tensor_to_vec(&target)?.0,
@@ -269,18 +263,7 @@ pub fn search_matmul<B: Backend>(
     };
     let objective = |xa: &Tensor<B, 3>, xb: &Tensor<B, 3>| -> Result<f64> {
         let y = xa.clone().matmul(xb.clone());
-        let dot = (y.clone() * target.clone())
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-        let norm = y
-            .clone()
-            .powi_scalar(2)
-            .sum()
-            .into_scalar()
-            .elem::<f64>()
-            .sqrt();
-        let cos = dot / (norm * target_norm).max(f64::MIN_POSITIVE);
+        let cos = cosine(&y, &target, target_norm);
         Ok(match ranking {
             None => cos,
             Some(r) => {

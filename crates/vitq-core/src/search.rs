@@ -61,6 +61,41 @@ pub(crate) fn scaled(a: &ActQuant, r: Range, beta: f32) -> ActQuant {
     }
 }
 
+/// Whether `params` are per output channel (`true`) or per tensor (`false`); the scale searches take
+/// only symmetric weights quantized one of these two ways (`what` names the search in the error).
+pub(crate) fn symmetric_per_channel(params: &QuantParams, what: &str) -> Result<bool> {
+    match (params.spec.scheme, params.spec.granularity) {
+        (Scheme::Symmetric, Granularity::PerTensor) => Ok(false),
+        (Scheme::Symmetric, Granularity::PerChannel { axis: 0 }) => Ok(true),
+        (s, g) => Err(Error::Unsupported(format!(
+            "{what} needs symmetric per-tensor or per-channel weights, not {s:?} {g}"
+        ))),
+    }
+}
+
+/// The L2 norm of a whole tensor, in f64.
+pub(crate) fn l2_norm<B: Backend, const D: usize>(y: &Tensor<B, D>) -> f64 {
+    y.clone()
+        .powi_scalar(2)
+        .sum()
+        .into_scalar()
+        .elem::<f64>()
+        .sqrt()
+}
+
+/// The cosine similarity of `y` and `target`, whose norm is `target_norm` ([`l2_norm`]).
+pub(crate) fn cosine<B: Backend, const D: usize>(
+    y: &Tensor<B, D>,
+    target: &Tensor<B, D>,
+    target_norm: f64,
+) -> f64 {
+    let dot = (y.clone() * target.clone())
+        .sum()
+        .into_scalar()
+        .elem::<f64>();
+    dot / (l2_norm(y) * target_norm).max(f64::MIN_POSITIVE)
+}
+
 pub(crate) fn candidates(n: u32) -> Vec<f32> {
     let n = n.max(2);
     let [lo, hi] = SEARCH_RANGE;
@@ -89,15 +124,7 @@ pub fn search_linear<B: Backend>(
     let params = weight
         .params()
         .ok_or_else(|| Error::Unsupported("similarity search needs uniform weights".into()))?;
-    let per_channel = match (params.spec.scheme, params.spec.granularity) {
-        (Scheme::Symmetric, Granularity::PerTensor) => false,
-        (Scheme::Symmetric, Granularity::PerChannel { axis: 0 }) => true,
-        (s, g) => {
-            return Err(Error::Unsupported(format!(
-                "similarity search needs symmetric per-tensor or per-channel weights, not {s:?} {g}"
-            )));
-        }
-    };
+    let per_channel = symmetric_per_channel(&params, "similarity search")?;
     let range = act_range(input).ok_or_else(|| {
         Error::Unsupported("similarity search needs a static (calibrated) input range".into())
     })?;
@@ -118,21 +145,8 @@ pub fn search_linear<B: Backend>(
         None => y,
     };
     let target = add_bias(xt.clone().matmul(wt.clone()));
-    let target_norm = target
-        .clone()
-        .powi_scalar(2)
-        .sum()
-        .into_scalar()
-        .elem::<f64>()
-        .sqrt();
-    let cosine = |y: Tensor<B, 2>| -> f64 {
-        let dot = (y.clone() * target.clone())
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-        let norm = y.powi_scalar(2).sum().into_scalar().elem::<f64>().sqrt();
-        dot / (norm * target_norm).max(f64::MIN_POSITIVE)
-    };
+    let target_norm = l2_norm(&target);
+    let cosine = |y: Tensor<B, 2>| cosine(&y, &target, target_norm);
     let (_, qmax) = params.spec.qrange();
     let (qmin, _) = params.spec.qrange();
     let base_scales = params.scales.clone();
