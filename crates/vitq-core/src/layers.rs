@@ -54,7 +54,7 @@ use rayon::prelude::*;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{conv2d, linear};
+use burn::tensor::module::linear;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
@@ -490,6 +490,14 @@ impl LayerState {
     }
 }
 
+/// `w`ᵀ laid out row-major in its own buffer. A lazy `transpose()` view would be copied by burn's
+/// `linear` on every call (Flex reshapes it to `[1, in, out]` through a contiguous copy: a third of
+/// ViT-B's batch-1 forward time).
+fn transposed<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let device = w.device();
+    Tensor::from_data(w.transpose().into_data(), &device)
+}
+
 fn host<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Result<(Vec<f32>, Vec<usize>)> {
     let (data, shape) = tensor_to_vec(x)?;
     check_finite(&data, &shape)?;
@@ -567,7 +575,7 @@ impl<B: Backend> QLinear<B> {
         bias: Option<Tensor<B, 1>>,
     ) -> Self {
         Self {
-            weight: Param::from_tensor(weight.transpose()),
+            weight: Param::from_tensor(transposed(weight)),
             bias: bias.map(Param::from_tensor),
             name: name.into(),
             quant: LayerState::default(),
@@ -611,7 +619,7 @@ impl<B: Backend> QLinear<B> {
                 });
             }
             let t: Tensor<B, 2> = w.to_tensor(&self.weight.device())?;
-            self.weight = Param::from_tensor(t.transpose());
+            self.weight = Param::from_tensor(transposed(t));
         }
         set_quantized(&mut self.quant, weight, vec![input], IntegerLayout::Linear);
         Ok(())
@@ -746,7 +754,7 @@ impl<B: Backend> QConv2d<B> {
     /// Applies the convolution in its current mode.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let float = |x| {
-            conv2d(
+            crate::host::conv2d(
                 x,
                 self.weight.val(),
                 self.bias.as_ref().map(|b| b.val()),
