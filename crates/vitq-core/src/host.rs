@@ -9,6 +9,10 @@
 //!   images. Flex 0.21 re-lays out the weight and the input on one thread on every call and runs
 //!   512-pixel tiles in parallel, which leaves a core idle on the small feature maps of a ResNet's
 //!   later stages.
+//! - [`attention_packed`]: float multi-head self-attention read straight from the packed `qkv`
+//!   projection (two GEMMs per head and block of query rows, a vectorized softmax) and written
+//!   straight in the `[batch, tokens, heads·dim]` layout the output projection reads: none of the
+//!   per-head copies that Flex makes to reshape strided views.
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -298,25 +302,194 @@ fn im2col_row(dst: &mut [f32], input: &[f32], row: usize, s: &ConvShape, [oh, ow
             }
             let line = &src[iy * w..][..w];
             let x0 = (kj * s.dilation[1]) as isize - s.padding[1] as isize;
-            if s.stride[1] == 1 {
-                // ix = ox + x0: zeros left and right of one contiguous run.
-                let lo = (-x0).clamp(0, ow as isize) as usize;
-                let hi = (w as isize - x0).clamp(lo as isize, ow as isize) as usize;
-                out_row[..lo].fill(0.0);
-                out_row[hi..].fill(0.0);
-                out_row[lo..hi].copy_from_slice(&line[(lo as isize + x0) as usize..][..hi - lo]);
-                continue;
-            }
-            for (ox, v) in out_row.iter_mut().enumerate() {
-                let ix = (ox * s.stride[1]) as isize + x0;
-                *v = if (0..w as isize).contains(&ix) {
-                    line[ix as usize]
-                } else {
-                    0.0
-                };
+            // ix = ox·stride + x0 is inside the row for ox in [lo, hi): zeros around one run.
+            let stride = s.stride[1] as isize;
+            let lo = ((-x0).max(0) + stride - 1) / stride;
+            let lo = lo.min(ow as isize) as usize;
+            let hi =
+                ((w as isize - x0 + stride - 1) / stride).clamp(lo as isize, ow as isize) as usize;
+            out_row[..lo].fill(0.0);
+            out_row[hi..].fill(0.0);
+            let start = (lo as isize * stride + x0) as usize;
+            if stride == 1 {
+                out_row[lo..hi].copy_from_slice(&line[start..][..hi - lo]);
+            } else {
+                let src = line[start..].iter().step_by(s.stride[1]);
+                out_row[lo..hi]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, v)| *d = *v);
             }
         }
     }
+}
+
+/// Multi-head self-attention, `softmax(q·kᵀ·scale)·v` per head, from timm's packed projection
+/// `qkv = [batch, tokens, 3·c]` (q, k and v are consecutive blocks of `c` channels, each `heads`
+/// heads of `c / heads`), returned as `[batch, tokens, c]` with the heads concatenated (what
+/// `reshape(b, n, 3, h, d)`, the attention and `transpose(1, 2).reshape(b, n, c)` give in timm).
+///
+/// On Flex with f32 it runs [`attention_packed_f32`] on the tensor's buffer; `None` otherwise (other
+/// backends or dtypes, or a channel count that `3·heads` does not divide), and the caller runs its
+/// own path.
+pub fn attention_packed<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    heads: usize,
+    scale: f32,
+) -> Option<Tensor<B, 3>> {
+    let t = contiguous_f32(qkv)?;
+    let [b, n, c3] = qkv.dims();
+    let y = attention_packed_f32(t.as_slice::<f32>()?, [b, n, c3], heads, scale)?;
+    Some(from_flex(FlexTensor::from_data(TensorData::new(
+        y,
+        [b, n, c3 / 3],
+    ))))
+}
+
+/// [`attention_packed`] on a row-major host slice of shape `[b, n, 3·c]`: for each image, head and
+/// block of 64 query rows (in parallel), `S = scale·q·kᵀ` by GEMM on q and k in place, a softmax of
+/// each row of `S` (max subtracted, [`exp`] vectorized), and `S·v` by GEMM written into the output's
+/// columns of that head. `None` when `qkv` does not have `b·n·3·c` elements or `3·heads` does not
+/// divide the channels.
+pub fn attention_packed_f32(
+    qkv: &[f32],
+    [b, n, c3]: [usize; 3],
+    heads: usize,
+    scale: f32,
+) -> Option<Vec<f32>> {
+    const ROWS: usize = 64;
+    if heads == 0 || c3 % (3 * heads) != 0 || qkv.len() != b * n * c3 {
+        return None;
+    }
+    let c = c3 / 3;
+    let d = c / heads;
+    let mut out = vec![0f32; b * n * c];
+    let blocks = n.div_ceil(ROWS);
+    let dst = SharedOut(out.as_mut_ptr());
+    (0..b * heads * blocks).into_par_iter().for_each(|task| {
+        let (image, head, block) = (
+            task / (heads * blocks),
+            task / blocks % heads,
+            task % blocks,
+        );
+        let first = block * ROWS;
+        let rows = ROWS.min(n - first);
+        let base = image * n * c3 + head * d;
+        let (q, k, v) = (
+            &qkv[base + first * c3..],
+            &qkv[base + c..],
+            &qkv[base + 2 * c..],
+        );
+        let mut scores = vec![0f32; rows * n];
+        // SAFETY: q holds `rows` rows of `d` at stride c3, k and v `n` such rows (base + 2c + d ≤
+        // c3 within each row of the image), scores rows × n; the strides below say exactly that.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                q.as_ptr(),
+                1,
+                c3 as isize,
+                k.as_ptr(),
+                c3 as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        scores.chunks_mut(n.max(1)).for_each(softmax_row);
+        // SAFETY: this task writes rows first..first+rows, columns head·d..head·d+d of image
+        // `image` of the [b, n, c] output, which no other task writes; scores is rows × n and v is
+        // n rows of d at stride c3.
+        unsafe {
+            gemm::gemm(
+                rows,
+                d,
+                n,
+                dst.at(image * n * c + first * c + head * d),
+                1,
+                c as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                n as isize,
+                v.as_ptr(),
+                1,
+                c3 as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    Some(out)
+}
+
+/// The output buffer of [`attention_packed_f32`], written by parallel tasks at disjoint positions.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the tasks that share it write disjoint elements (see attention_packed_f32).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// `row ← softmax(row)`, numerically safe (the row's max subtracted first).
+pub fn softmax_row(row: &mut [f32]) {
+    with_simd(
+        #[inline(always)]
+        || {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0f32;
+            for v in row.iter_mut() {
+                *v = exp(*v - max);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        },
+    )
+}
+
+/// `eˣ` for f32: `x = k·ln 2 + r` with `|r| ≤ ln 2 / 2`, Cephes' degree-7 polynomial for `eʳ`, and
+/// `2ᵏ` built in the exponent bits. Relative error about 2e-7 against libm's `expf` (see the tests);
+/// `x` is clamped to `[-87, 88]` (results below `e⁻⁸⁷ ≈ 1.6e-38` come out as that value, not as
+/// subnormals or 0). Branch-free, so loops of it vectorize.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ];
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let p = P.iter().skip(1).fold(P[0], |p, &c| p * r + c);
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((k as i32 + 127) << 23) as u32)
 }
 
 /// `erf(x)` for f32: a rational approximation (odd degree-13 numerator, even degree-8 denominator in

@@ -214,3 +214,83 @@ fn conv2d_matches_reference() {
     ours.into_data()
         .assert_approx_eq::<f32>(&burns.into_data(), Default::default());
 }
+
+/// `exp` is within 3e-7 relative of libm's `expf` on a dense grid of [-87, 88] and saturates at the
+/// clamp bounds instead of returning 0 or ∞.
+#[test]
+fn exp_matches_libm() {
+    let mut worst = (0f64, 0f32);
+    for i in -870_000..=880_000 {
+        let x = i as f32 * 1e-4;
+        let (got, want) = (host::exp(x) as f64, (x as f64).exp());
+        let rel = (got - want).abs() / want;
+        if rel > worst.0 {
+            worst = (rel, x);
+        }
+    }
+    assert!(worst.0 <= 3e-7, "exp error {:e} at {}", worst.0, worst.1);
+    assert!(host::exp(-1e4) > 0.0 && host::exp(-1e4) < 2e-38);
+    assert!(host::exp(1e4).is_finite());
+}
+
+/// `host::attention_packed` equals the heads split out of the packed projection, `softmax(q·kᵀ·s)·v`
+/// with burn's ops and the heads merged back, within 1e-5 of the output's scale: for token counts on
+/// both sides of the 64-row block (1, 63, 67, 197), scores large enough to overflow a naive
+/// softmax, and all-equal scores; a head count that does not divide the channels is refused.
+#[test]
+fn attention_packed_matches_burn() {
+    let mut rng = Rng::new(5);
+    let device = Default::default();
+    let (heads, d) = (3, 16);
+    let c = heads * d;
+    for (b, n, magnitude) in [
+        (2, 67, 1.0),
+        (1, 1, 1.0),
+        (1, 63, 1.0),
+        (1, 197, 1.0),
+        (2, 67, 30.0),
+        (1, 67, 0.0),
+    ] {
+        let mut qkv: Vec<f32> = rng
+            .gaussian_vec(b * n * 3 * c)
+            .iter()
+            .map(|v| v * magnitude)
+            .collect();
+        if magnitude == 0.0 {
+            // q = k = 0 (all scores equal), v random.
+            let v = rng.gaussian_vec(b * n * 3 * c);
+            for (i, x) in qkv.iter_mut().enumerate() {
+                if i % (3 * c) >= 2 * c {
+                    *x = v[i];
+                }
+            }
+        }
+        let scale = 1.0 / (d as f32).sqrt();
+        let t = Tensor::<B, 3>::from_data(TensorData::new(qkv.clone(), [b, n, 3 * c]), &device);
+        let part = |i: usize| {
+            t.clone()
+                .narrow(2, i * c, c)
+                .reshape([b, n, heads, d])
+                .swap_dims(1, 2)
+        };
+        let scores = part(0).matmul(part(1).swap_dims(2, 3)).mul_scalar(scale);
+        let want = burn::tensor::activation::softmax(scores, 3)
+            .matmul(part(2))
+            .swap_dims(1, 2)
+            .reshape([b, n, c]);
+        let want = tensor_to_vec(&want).unwrap().0;
+        let got = host::attention_packed(&t, heads, scale).unwrap();
+        assert_eq!(got.dims(), [b, n, c]);
+        let got = tensor_to_vec(&got).unwrap().0;
+        let top = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g.is_finite(), "b {b} n {n} ×{magnitude}: [{i}] {g}");
+            assert!(
+                (g - w).abs() <= 1e-5 * top,
+                "b {b} n {n} ×{magnitude}: [{i}] {g} vs {w}"
+            );
+        }
+    }
+    assert!(host::attention_packed_f32(&[0.0; 2 * 3 * 48], [1, 2, 3 * 48], 5, 1.0).is_none());
+    assert!(host::attention_packed_f32(&[0.0; 10], [1, 2, 3 * 48], 3, 1.0).is_none());
+}

@@ -743,26 +743,29 @@ impl<B: Backend> Attention<B> {
                 .reshape([b, n, h, hd])
                 .swap_dims(1, 2)
         };
+        let float = matches!(self.matmul_qk.quant.mode(), Mode::Float)
+            && matches!(self.matmul_av.quant.mode(), Mode::Float);
+        let scale = vitq_attention::default_scale(hd);
+        let merged = |out: Tensor<B, 4>| out.swap_dims(1, 2).reshape([b, n, c]);
         let fused = match self.implementation.strategy() {
-            Some(strategy)
-                if matches!(self.matmul_qk.quant.mode(), Mode::Float)
-                    && matches!(self.matmul_av.quant.mode(), Mode::Float) =>
-            {
-                let scale = vitq_attention::default_scale(hd);
-                // `attention_trusted` skips the NaN scan (a device-to-host read per call); NaN flows
-                // through as in timm. An error (a strategy the backend cannot run) falls back to the
-                // layers' path, which computes the same attention.
+            // `attention_trusted` skips the NaN scan (a device-to-host read per call); NaN flows
+            // through as in timm. An error (a strategy the backend cannot run) falls back to the
+            // layers' path, which computes the same attention.
+            Some(strategy) if float => {
                 vitq_attention::attention_trusted(part(0), part(1), part(2), scale, None, strategy)
                     .ok()
+                    .map(merged)
             }
+            // The layers' path in float mode on the host: the same products without per-head copies.
+            None if float => vitq_core::host::attention_packed(&qkv, h, scale),
             _ => None,
         };
         let out = fused.unwrap_or_else(|| {
             let q = part(0).mul_scalar((hd as f64).powf(-0.5));
             let attn = softmax(self.matmul_qk.forward(q, part(1).swap_dims(2, 3)), 3);
-            self.matmul_av.forward(attn, part(2))
+            merged(self.matmul_av.forward(attn, part(2)))
         });
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, c]))
+        self.proj.forward(out)
     }
 }
 
