@@ -456,16 +456,27 @@ pub fn softmax_row(row: &mut [f32]) {
     with_simd(
         #[inline(always)]
         || {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = exp(*v - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
+            let max = lanes(row, f32::NEG_INFINITY, f32::max);
+            row.iter_mut().for_each(|v| *v = exp(*v - max));
+            let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
             row.iter_mut().for_each(|v| *v *= inv);
         },
     )
+}
+
+/// `xs` reduced with `f` over 16 independent lanes, then across them: a reduction loop the compiler
+/// vectorizes (a single running f32 accumulator is a serial dependency it must keep in order).
+#[inline(always)]
+fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = f(*a, v);
+        }
+    }
+    acc.iter().fold(tail, |a, &v| f(a, v))
 }
 
 /// `eˣ` for f32: `x = k·ln 2 + r` with `|r| ≤ ln 2 / 2`, Cephes' degree-7 polynomial for `eʳ`, and
