@@ -294,3 +294,43 @@ fn attention_packed_matches_burn() {
     assert!(host::attention_packed_f32(&[0.0; 2 * 3 * 48], [1, 2, 3 * 48], 5, 1.0).is_none());
     assert!(host::attention_packed_f32(&[0.0; 10], [1, 2, 3 * 48], 3, 1.0).is_none());
 }
+
+/// `host::max_pool2d` equals burn's `max_pool2d` exactly (a max is exact) on all-negative inputs
+/// (padding must never win), with and without padding, stride and dilation, on even and odd sizes;
+/// a padding larger than half the window is refused by the slice kernel.
+#[test]
+fn max_pool2d_matches_burn() {
+    let mut rng = Rng::new(9);
+    let device = Default::default();
+    // (n, c, h, w, k, stride, padding, dilation)
+    for (n, c, h, w, k, s, p, d) in [
+        (2, 3, 112, 112, 3, 2, 1, 1),
+        (1, 4, 9, 7, 3, 2, 1, 1),
+        (2, 2, 8, 8, 2, 2, 0, 1),
+        (1, 3, 11, 10, 3, 1, 1, 2),
+        (1, 1, 5, 5, 5, 1, 2, 1),
+    ] {
+        let data: Vec<f32> = rng
+            .gaussian_vec(n * c * h * w)
+            .iter()
+            .map(|v| -v.abs() - 1.0)
+            .collect();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
+        let ours = host::max_pool2d(x.clone(), [k, k], [s, s], [p, p], [d, d]);
+        let burns = burn::tensor::module::max_pool2d(x, [k, k], [s, s], [p, p], [d, d], false);
+        assert_eq!(ours.dims(), burns.dims());
+        assert_eq!(
+            tensor_to_vec(&ours).unwrap().0,
+            tensor_to_vec(&burns).unwrap().0,
+            "{n}×{c}×{h}×{w} k {k} s {s} p {p} d {d}"
+        );
+    }
+    let shape = host::ConvShape {
+        input: [1, 1, 4, 4],
+        weight: [1, 1, 2, 2],
+        stride: [1; 2],
+        padding: [2; 2],
+        dilation: [1; 2],
+    };
+    assert!(host::max_pool2d_f32(&[0.0; 16], &shape).is_none());
+}

@@ -15,7 +15,7 @@
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Tensor, TensorData, s};
 use vitq_core::layers::{LayerMut, LayerState, QConv2d, QLinear};
 
@@ -364,7 +364,7 @@ impl<B: Backend> ResNet<B> {
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = relu(self.conv1.forward(x));
         if self.max_pool {
-            x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+            x = vitq_core::host::max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1]);
         }
         for b in &self.blocks {
             x = b.forward(x);
