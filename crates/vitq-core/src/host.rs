@@ -222,10 +222,17 @@ pub fn conv2d_f32(
         let rhs: &[f32] = if direct && images == 1 {
             input
         } else {
+            let phased;
+            let rows = if shape.stride[1] > 1 {
+                phased = split_phases(input, w, shape.stride[1]);
+                &phased
+            } else {
+                input
+            };
             cols.resize(k * span, 0.0);
             cols.par_chunks_mut(span)
                 .enumerate()
-                .for_each(|(row, dst)| im2col_row(dst, input, row, shape, [oh, ow]));
+                .for_each(|(row, dst)| im2col_row(dst, rows, row, shape, [oh, ow]));
             &cols
         };
         let out = &mut y[first * cout * pixels..(first + images) * cout * pixels];
@@ -287,41 +294,54 @@ fn fill_bias(y: &mut [f32], bias: Option<&[f32]>, pixels: usize) {
     }
 }
 
+/// The input rows of a group of images split by column phase for a horizontal stride `s > 1`:
+/// input row `r` (over images, channels and rows) becomes `s` rows of `⌈w / s⌉` values, phase `p`
+/// holding columns `p, p + s, …`, so that each im2col row is contiguous copies (see [`im2col_row`]).
+fn split_phases(input: &[f32], w: usize, s: usize) -> Vec<f32> {
+    let len = w.div_ceil(s);
+    let mut out = vec![0f32; input.len() / w.max(1) * s * len];
+    out.par_chunks_mut(s * len)
+        .zip(input.par_chunks(w.max(1)))
+        .for_each(|(dst, row)| {
+            for (phase, part) in dst.chunks_mut(len).enumerate() {
+                for (d, v) in part.iter_mut().zip(row.iter().skip(phase).step_by(s)) {
+                    *d = *v;
+                }
+            }
+        });
+    out
+}
+
 /// Row `row` = (channel, ki, kj) of the im2col matrix for a group of images: for each image and
-/// output pixel, the input value the kernel tap `(ki, kj)` reads, or 0 in the padding.
-fn im2col_row(dst: &mut [f32], input: &[f32], row: usize, s: &ConvShape, [oh, ow]: [usize; 2]) {
+/// output pixel, the input value the kernel tap `(ki, kj)` reads, or 0 in the padding. `rows` is the
+/// input with each row split into its `stride[1]` column phases ([`split_phases`]; the input itself
+/// for stride 1), so that every output row is one contiguous copy between zeros.
+fn im2col_row(dst: &mut [f32], rows: &[f32], row: usize, s: &ConvShape, [oh, ow]: [usize; 2]) {
     let [_, cin, h, w] = s.input;
     let [_, _, kh, kw] = s.weight;
+    let stride = s.stride[1] as isize;
+    let len = w.div_ceil(s.stride[1]);
     let (c, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
-    let plane = h * w;
+    // Input column ox·stride + x0 = (ox + shift)·stride + phase: entry ox + shift of phase `phase`.
+    let x0 = (kj * s.dilation[1]) as isize - s.padding[1] as isize;
+    let phase = x0.rem_euclid(stride);
+    let shift = (x0 - phase) / stride;
+    let valid = (w as isize - phase + stride - 1) / stride;
+    let lo = (-shift).clamp(0, ow as isize) as usize;
+    let hi = (valid - shift).clamp(lo as isize, ow as isize) as usize;
+    let plane = h * s.stride[1] * len;
     for (image, out) in dst.chunks_mut(oh * ow).enumerate() {
-        let src = &input[(image * cin + c) * plane..][..plane];
+        let src = &rows[(image * cin + c) * plane..][..plane];
         for (oy, out_row) in out.chunks_mut(ow).enumerate() {
             let iy = (oy * s.stride[0] + ki * s.dilation[0]).wrapping_sub(s.padding[0]);
             if iy >= h {
                 out_row.fill(0.0);
                 continue;
             }
-            let line = &src[iy * w..][..w];
-            let x0 = (kj * s.dilation[1]) as isize - s.padding[1] as isize;
-            // ix = ox·stride + x0 is inside the row for ox in [lo, hi): zeros around one run.
-            let stride = s.stride[1] as isize;
-            let lo = ((-x0).max(0) + stride - 1) / stride;
-            let lo = lo.min(ow as isize) as usize;
-            let hi =
-                ((w as isize - x0 + stride - 1) / stride).clamp(lo as isize, ow as isize) as usize;
+            let line = &src[(iy * s.stride[1] + phase as usize) * len..][..len];
             out_row[..lo].fill(0.0);
             out_row[hi..].fill(0.0);
-            let start = (lo as isize * stride + x0) as usize;
-            if stride == 1 {
-                out_row[lo..hi].copy_from_slice(&line[start..][..hi - lo]);
-            } else {
-                let src = line[start..].iter().step_by(s.stride[1]);
-                out_row[lo..hi]
-                    .iter_mut()
-                    .zip(src)
-                    .for_each(|(d, v)| *d = *v);
-            }
+            out_row[lo..hi].copy_from_slice(&line[(lo as isize + shift) as usize..][..hi - lo]);
         }
     }
 }
