@@ -558,34 +558,59 @@ pub fn allocate(req: &Request<'_>, store: &Store) -> Result<Allocation> {
     if req.candidates.is_empty() {
         return Err(Error::Invalid("no candidate bit-widths given".into()));
     }
-    let Costs {
-        layers,
-        table: cost,
-        fixed,
-        limit,
-    } = costs(
+    let costs = costs(
         req.network,
         req.setting,
         req.candidates,
         req.budget,
         req.table,
     )?;
-    let mut problem = Vec::with_capacity(layers.len());
-    for (name, row) in layers.iter().zip(&cost) {
-        let options = req
-            .candidates
+    let (picks, cost, score) = choose(&costs, req.candidates, req.budget, |name, row| {
+        req.candidates
             .iter()
             .zip(row)
-            .map(|(c, k)| {
-                sensitivity(store, req.setting, name, *c, req.objective).map(|s| Choice::new(*k, s))
+            .enumerate()
+            .map(|(i, (c, k))| {
+                sensitivity(store, req.setting, name, *c, req.objective)
+                    .map(|s| (i, Choice::new(*k, s)))
             })
-            .collect::<Result<Vec<_>>>()?;
-        problem.push(options);
-    }
-    let sol = solve(&problem, limit - fixed).map_err(|e| match e {
+            .collect()
+    })?;
+    let name = format!("mixed-{}-{}", req.setting.name, budget_tag(req.budget));
+    let config = mixed_config(req.setting, &picks, &name)?;
+    Ok(Allocation {
+        budget: req.budget,
+        objective: req.objective,
+        layers: picks,
+        cost,
+        score,
+        config,
+    })
+}
+
+/// The exact dynamic program over the allocatable layers of `costs`: `options(layer, its cost row)`
+/// lists the candidate indices the layer may take, each with its [`Choice`]. Returns the picks, the
+/// total cost (the fixed layers' included) and the total score.
+pub(crate) fn choose(
+    costs: &Costs,
+    candidates: &[Candidate],
+    budget: Budget,
+    mut options: impl FnMut(&str, &[f64]) -> Result<Vec<(usize, Choice)>>,
+) -> Result<(Vec<LayerPick>, f64, f64)> {
+    let problem = costs
+        .layers
+        .iter()
+        .zip(&costs.table)
+        .map(|(name, row)| options(name, row))
+        .collect::<Result<Vec<_>>>()?;
+    let choices: Vec<Vec<Choice>> = problem
+        .iter()
+        .map(|o| o.iter().map(|(_, c)| *c).collect())
+        .collect();
+    let fixed = costs.fixed;
+    let sol = solve(&choices, costs.limit - fixed).map_err(|e| match e {
         Error::Allocation(m) => Error::Allocation(format!(
-            "{m} (budget {}{})",
-            req.budget,
+            "{m} (budget {budget}{})",
             if fixed > 0.0 {
                 format!(", of which {fixed} is taken by layers not allocated")
             } else {
@@ -594,27 +619,22 @@ pub fn allocate(req: &Request<'_>, store: &Store) -> Result<Allocation> {
         )),
         other => other,
     })?;
-    let picks: Vec<LayerPick> = layers
+    let picks = costs
+        .layers
         .iter()
         .zip(&sol.picks)
         .zip(&problem)
-        .map(|((name, &p), options)| LayerPick {
-            layer: name.clone(),
-            candidate: req.candidates[p],
-            cost: options[p].cost,
-            score: options[p].score,
+        .map(|((name, &p), options)| {
+            let (candidate, choice) = options[p];
+            LayerPick {
+                layer: name.clone(),
+                candidate: candidates[candidate],
+                cost: choice.cost,
+                score: choice.score,
+            }
         })
         .collect();
-    let name = format!("mixed-{}-{}", req.setting.name, budget_tag(req.budget));
-    let config = mixed_config(req.setting, &picks, &name)?;
-    Ok(Allocation {
-        budget: req.budget,
-        objective: req.objective,
-        layers: picks,
-        cost: sol.cost + fixed,
-        score: sol.score,
-        config,
-    })
+    Ok((picks, sol.cost + fixed, sol.score))
 }
 
 fn budget_tag(b: Budget) -> String {

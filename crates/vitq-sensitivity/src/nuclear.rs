@@ -46,7 +46,7 @@ use vitq_energy::{EnergyTable, Network};
 
 use crate::ablation::{Candidate, Setting, candidate_specs};
 use crate::error::{Error, Result};
-use crate::mixed::{Budget, Choice, Costs, LayerPick, costs, mixed_config, solve};
+use crate::mixed::{Budget, Choice, LayerPick, choose, costs, mixed_config};
 
 /// What the allocation minimizes (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
@@ -203,24 +203,17 @@ pub fn allocate_nuclear(
     if req.candidates.is_empty() {
         return Err(Error::Invalid("no candidate bit-widths given".into()));
     }
-    let Costs {
-        layers,
-        table: cost,
-        fixed,
-        limit,
-    } = costs(
+    let costs = costs(
         req.network,
         req.setting,
         req.candidates,
         req.budget,
         req.table,
     )?;
-    // Per layer: the candidate indices it may take and their choices.
-    let mut problem: Vec<(Vec<usize>, Vec<Choice>)> = Vec::with_capacity(layers.len());
-    for (name, row) in layers.iter().zip(&cost) {
+    let (picks, cost, score) = choose(&costs, req.candidates, req.budget, |name, row| {
         match measured
             .iter()
-            .find(|m| &m.layer == name && !m.perturbation.is_empty())
+            .find(|m| m.layer == name && !m.perturbation.is_empty())
         {
             Some(m) => {
                 if m.perturbation.len() != req.candidates.len() {
@@ -230,20 +223,20 @@ pub fn allocate_nuclear(
                         req.candidates.len()
                     )));
                 }
-                let choices = req
+                Ok(req
                     .candidates
                     .iter()
                     .zip(row)
                     .zip(&m.perturbation)
-                    .map(|((c, k), p)| {
+                    .enumerate()
+                    .map(|(i, ((c, k), p))| {
                         let score = match req.criterion {
                             Criterion::Perturbation => m.nuclear_norm * p,
                             Criterion::WeightedBits => -m.nuclear_norm * f64::from(c.weight_bits),
                         };
-                        Choice::new(*k, score)
+                        (i, Choice::new(*k, score))
                     })
-                    .collect();
-                problem.push(((0..req.candidates.len()).collect(), choices));
+                    .collect())
             }
             None => {
                 // Not sampled: the setting's bits if a candidate has them, else the most bits.
@@ -261,26 +254,10 @@ pub fn allocate_nuclear(
                         (0..req.candidates.len()).max_by_key(|&i| req.candidates[i].weight_bits)
                     })
                     .unwrap_or(0);
-                problem.push((vec![idx], vec![Choice::new(row[idx], 0.0)]));
+                Ok(vec![(idx, Choice::new(row[idx], 0.0))])
             }
         }
-    }
-    let options: Vec<Vec<Choice>> = problem.iter().map(|(_, c)| c.clone()).collect();
-    let sol = solve(&options, limit - fixed).map_err(|e| match e {
-        Error::Allocation(m) => Error::Allocation(format!("{m} (budget {})", req.budget)),
-        other => other,
     })?;
-    let picks: Vec<LayerPick> = layers
-        .iter()
-        .zip(&sol.picks)
-        .zip(&problem)
-        .map(|((name, &p), (idx, choices))| LayerPick {
-            layer: name.clone(),
-            candidate: req.candidates[idx[p]],
-            cost: choices[p].cost,
-            score: choices[p].score,
-        })
-        .collect();
     let name = format!("nuclear-{}-{}", req.setting.name, req.criterion);
     let config = mixed_config(req.setting, &picks, &name)?;
     Ok(NuclearAllocation {
@@ -288,8 +265,8 @@ pub fn allocate_nuclear(
         criterion: req.criterion,
         layers: picks,
         measured: measured.to_vec(),
-        cost: sol.cost + fixed,
-        score: sol.score,
+        cost,
+        score,
         config,
     })
 }
