@@ -129,14 +129,12 @@ pub fn gemm_i8_with(
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni => {
-            let bsum: Vec<i32> = b
-                .chunks_exact(k)
-                .map(|r| r.iter().map(|&v| i32::from(v)).sum())
-                .collect();
-            // Tasks own a block of at most `ROWS` rows of A and `COLS` weight rows (≤ 64·k bytes, which
-            // stay in L2), swept in 4×4 register tiles; each writes a `[rows, cols]` block that is then
-            // scattered. Splitting rows too keeps every core busy when `n` is small (a conv's 16 channels).
-            const COLS: usize = 64;
+            let packed = vnni::Packed::new(b, n, k);
+            // Tasks own a block of at most `ROWS` rows of A and `COLS` columns of C (the packed weight
+            // panel, ≤ 64·k bytes, stays in L2), swept in 4-row × 64-column register tiles; each writes
+            // a `[rows, cols]` block that is then scattered. Splitting rows too keeps every core busy
+            // when `n` is small (a conv's 16 channels).
+            const COLS: usize = 4 * vnni::LANES;
             const ROWS: usize = 256;
             let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
                 .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
@@ -147,21 +145,21 @@ pub fn gemm_i8_with(
                     let cols = COLS.min(n - j0);
                     let rows_blk = ROWS.min(m - r0);
                     let mut out = vec![0i32; rows_blk * cols];
-                    let b_blk = &b[j0 * k..(j0 + cols) * k];
-                    for i0 in (0..rows_blk).step_by(4) {
-                        let rows = 4.min(rows_blk - i0);
+                    // Rows per register tile: 16 accumulators whatever the number of column blocks.
+                    let step = vnni::tile_rows(cols);
+                    for i0 in (0..rows_blk).step_by(step) {
+                        let rows = step.min(rows_blk - i0);
                         let a0 = (r0 + i0) * k;
-                        // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at run time;
-                        // the slices have the lengths `vnni::rows` requires (rows·k, cols·k, cols, rows·cols).
+                        // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at run
+                        // time; the slices have the lengths `vnni::tile` requires.
                         unsafe {
-                            vnni::rows(
+                            vnni::tile(
                                 &a[a0..a0 + rows * k],
-                                b_blk,
-                                &bsum[j0..j0 + cols],
+                                &packed,
+                                j0,
                                 &mut out[i0 * cols..(i0 + rows) * cols],
                                 rows,
                                 cols,
-                                k,
                             )
                         };
                     }
@@ -213,58 +211,173 @@ mod vnni {
             && is_x86_feature_detected!("avx512vnni")
     }
 
-    /// `rows` (≤ 4) rows of A against all of B, into `out` (`rows × n`).
+    /// Output columns per vector: 16 `i32` lanes.
+    pub const LANES: usize = 16;
+
+    /// B (`[n, k]`, one row per output column) in the layout `vpdpbusd` reads: for each block of 16
+    /// columns and each group of 4 `k`, one 64-byte vector holding the 4 bytes of each column
+    /// (zero-padded past `n` and `k`); and `128 · Σ_k B[j, k]` per column (the correction for the
+    /// flipped activations), zero-padded to whole blocks.
+    pub struct Packed {
+        data: Vec<i8>,
+        correction: Vec<i32>,
+        groups: usize,
+        k: usize,
+    }
+
+    impl Packed {
+        pub fn new(b: &[i8], n: usize, k: usize) -> Self {
+            let groups = k.div_ceil(4);
+            let blocks = n.div_ceil(LANES);
+            let mut data = vec![0i8; blocks * groups * 64];
+            for (j, row) in b.chunks_exact(k).enumerate() {
+                let (block, lane) = (j / LANES, j % LANES);
+                for (t, &v) in row.iter().enumerate() {
+                    data[(block * groups + t / 4) * 64 + lane * 4 + t % 4] = v;
+                }
+            }
+            let mut correction = vec![0i32; blocks * LANES];
+            for (j, row) in b.chunks_exact(k).enumerate() {
+                correction[j] = 128 * row.iter().map(|&v| i32::from(v)).sum::<i32>();
+            }
+            Self {
+                data,
+                correction,
+                groups,
+                k,
+            }
+        }
+    }
+
+    /// Rows of A per register tile for `cols` output columns: 4 rows × 4 blocks of 16 columns, 8 × 2
+    /// or 16 × 1, so that a tile always keeps 16 accumulators.
+    pub fn tile_rows(cols: usize) -> usize {
+        match cols.div_ceil(LANES) {
+            0 | 1 => 16,
+            2 => 8,
+            _ => 4,
+        }
+    }
+
+    /// `rows` (≤ [`tile_rows`]`(cols)`) rows of A (`rows × k`) against columns `j0 .. j0 + cols`
+    /// (`cols` ≤ 64, `j0` a multiple of 16) of the packed B, into `out` (`rows × cols`): each step
+    /// broadcasts 4 bytes of a row of A and accumulates 16 columns per `vpdpbusd`, so no horizontal
+    /// sums are needed.
     ///
     /// # Safety
-    /// The CPU must have avx512f, avx512bw and avx512vnni; `a.len() == rows·k`, `b.len() == n·k`,
-    /// `bsum.len() == n`, `out.len() == rows·n`.
+    /// The CPU must have avx512f, avx512bw and avx512vnni; `a.len() == rows·k`,
+    /// `out.len() == rows·cols`, and the columns must exist in `b`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn rows(
-        a: &[i8],
-        b: &[i8],
-        bsum: &[i32],
-        out: &mut [i32],
+    pub unsafe fn tile(a: &[i8], b: &Packed, j0: usize, out: &mut [i32], rows: usize, cols: usize) {
+        // SAFETY (all three): same contract as this function; the tile shape fits its accumulators.
+        match cols.div_ceil(LANES) {
+            0 | 1 => unsafe { tile_of::<16, 1>(a, b, j0, out, rows, cols) },
+            2 => unsafe { tile_of::<8, 2>(a, b, j0, out, rows, cols) },
+            _ => unsafe { tile_of::<4, 4>(a, b, j0, out, rows, cols) },
+        }
+    }
+
+    /// What one step of a register tile reads.
+    struct Tile<'a> {
+        b: &'a Packed,
+        first: usize,
+        blocks: usize,
         rows: usize,
-        n: usize,
-        k: usize,
-    ) {
-        let flip = _mm512_set1_epi8(-128);
-        let steps = k.div_ceil(64);
-        let tail_mask: __mmask64 = if k.is_multiple_of(64) {
-            !0
-        } else {
-            (1u64 << (k % 64)) - 1
-        };
-        // Loads 64 bytes (or the masked tail) of row `r` of a matrix with row length k.
-        let load = |m: &[i8], r: usize, s: usize| -> __m512i {
-            let mask = if s + 1 == steps { tail_mask } else { !0 };
-            // SAFETY: the masked load touches only bytes [r·k + 64·s, r·k + min(64·s + 64, k)), which
-            // lie inside `m` by the function's contract.
-            unsafe { _mm512_maskz_loadu_epi8(mask, m.as_ptr().add(r * k + 64 * s)) }
-        };
-        let mut j = 0;
-        while j < n {
-            let cols = (n - j).min(4);
-            let mut acc = [[_mm512_setzero_si512(); 4]; 4];
-            for s in 0..steps {
-                let mut bv = [_mm512_setzero_si512(); 4];
-                for (c, v) in bv.iter_mut().enumerate().take(cols) {
-                    *v = load(b, j + c, s);
-                }
-                for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                    // Masked-out bytes load as 0 and become 128 after the flip; B is 0 there too.
-                    let av = _mm512_xor_si512(load(a, r, s), flip);
-                    for c in 0..cols {
+        flip: __m512i,
+    }
+
+    impl Tile<'_> {
+        /// Accumulates group `g` (4 values of k) of the tile's rows: `word(r)` gives row r's 4 bytes.
+        ///
+        /// # Safety
+        /// Inlined into a function with avx512f, avx512bw and avx512vnni; the tile's blocks exist.
+        #[inline(always)]
+        unsafe fn step<const R: usize, const C: usize>(
+            &self,
+            acc: &mut [[__m512i; C]; R],
+            g: usize,
+            word: impl Fn(usize) -> i32,
+        ) {
+            let mut bv = [unsafe { _mm512_setzero_si512() }; C];
+            for (c, v) in bv.iter_mut().enumerate().take(self.blocks) {
+                let at = ((self.first + c) * self.b.groups + g) * 64;
+                // SAFETY: block first + c exists, so its 64 bytes at group g lie inside `data`.
+                *v = unsafe { _mm512_loadu_si512(self.b.data.as_ptr().add(at).cast()) };
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate().take(self.rows) {
+                // SAFETY: the CPU features are the caller's.
+                unsafe {
+                    // a ⊕ 0x80: the unsigned bytes vpdpbusd multiplies.
+                    let av = _mm512_xor_si512(_mm512_set1_epi32(word(r)), self.flip);
+                    for c in 0..self.blocks {
                         acc_r[c] = _mm512_dpbusd_epi32(acc_r[c], av, bv[c]);
                     }
                 }
             }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                for c in 0..cols {
-                    out[r * n + j + c] = _mm512_reduce_add_epi32(acc_r[c]) - 128 * bsum[j + c];
+        }
+    }
+
+    /// [`tile`] with at most `R` rows and `C` column blocks, unrolled.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_of<const R: usize, const C: usize>(
+        a: &[i8],
+        b: &Packed,
+        j0: usize,
+        out: &mut [i32],
+        rows: usize,
+        cols: usize,
+    ) {
+        let (k, groups) = (b.k, b.groups);
+        let blocks = cols.div_ceil(LANES).min(C);
+        let first = j0 / LANES;
+        let flip = _mm512_set1_epi8(-128);
+        // Groups whose 4 bytes lie inside every row; the last group of a row whose k is not a
+        // multiple of 4 is read through a zero-padded copy (its extra bytes meet zero weights).
+        let whole = k / 4;
+        let mut acc = [[_mm512_setzero_si512(); C]; R];
+        let tile = Tile {
+            b,
+            first,
+            blocks,
+            rows,
+            flip,
+        };
+        for g in 0..whole {
+            // SAFETY: 4·g + 4 ≤ k, so the 4 bytes lie inside row r of a (rows × k); the CPU
+            // features are this function's.
+            unsafe {
+                tile.step(&mut acc, g, |r| {
+                    a.as_ptr().add(r * k + 4 * g).cast::<i32>().read_unaligned()
+                })
+            };
+        }
+        if whole < groups {
+            let word = |r: usize| {
+                let mut w = [0u8; 4];
+                for (d, s) in w.iter_mut().zip(&a[r * k + 4 * whole..(r + 1) * k]) {
+                    *d = *s as u8;
+                }
+                i32::from_le_bytes(w)
+            };
+            // SAFETY: the CPU features are this function's.
+            unsafe { tile.step(&mut acc, whole, word) };
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            for (c, &v) in acc_r.iter().enumerate().take(blocks) {
+                let lanes = LANES.min(cols - c * LANES);
+                let mask: __mmask16 = if lanes == LANES { !0 } else { (1 << lanes) - 1 };
+                // SAFETY: `correction` is padded to whole blocks; the masked store writes `lanes`
+                // i32 at row r, columns c·16 .. c·16 + lanes of `out` (rows × cols).
+                unsafe {
+                    let corr =
+                        _mm512_loadu_si512(b.correction.as_ptr().add((first + c) * LANES).cast());
+                    _mm512_mask_storeu_epi32(
+                        out.as_mut_ptr().add(r * cols + c * LANES),
+                        mask,
+                        _mm512_sub_epi32(v, corr),
+                    );
                 }
             }
-            j += cols;
         }
     }
 }

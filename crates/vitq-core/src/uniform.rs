@@ -30,6 +30,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -299,6 +300,11 @@ pub fn tensor_to_vec<B: Backend, const D: usize>(
 
 /// Errors with [`Error::NonFinite`] at the first NaN or infinity.
 pub fn check_finite(data: &[f32], shape: &[usize]) -> Result<()> {
+    // Branch-free per chunk (so it vectorizes) and in parallel; the position only on failure.
+    let finite = |c: &[f32]| c.iter().fold(true, |ok, v| ok & v.is_finite());
+    if data.par_chunks(1 << 14).all(finite) {
+        return Ok(());
+    }
     match data.iter().position(|v| !v.is_finite()) {
         Some(index) => Err(Error::NonFinite {
             value: data[index],
