@@ -14,8 +14,9 @@
 use anyhow::{Context, Result, bail};
 use burn::backend::Flex;
 use burn::tensor::Tensor;
-use vitq_core::QuantConfig;
 use vitq_core::metrics::sqnr_db;
+use vitq_core::ptq::Quantizable;
+use vitq_core::{PtqMethod, QuantConfig};
 use vitq_models::data::ImageNetFolder;
 use vitq_models::zoo::Model;
 
@@ -40,6 +41,26 @@ fn argmaxes(logits: &[f32], classes: usize) -> Vec<usize> {
                 .0
         })
         .collect()
+}
+
+/// Which quantizer PTQ4ViT gave the inputs that can take a twin-uniform one (`twin_select` may
+/// replace a twin by a uniform quantizer): `twin-uniform inputs: matmul_av 0/12, fc2 5/12`.
+fn twin_summary(q: &Model<B>) -> String {
+    let count = |suffix: &str| {
+        let layers: Vec<bool> = q
+            .layer_states()
+            .iter()
+            .filter(|(name, _)| name.ends_with(suffix))
+            .map(|(_, s)| s.quantized().is_some_and(|q| q.twin(0).is_some()))
+            .collect();
+        let twins = layers.iter().filter(|&&t| t).count();
+        format!("{suffix} {twins}/{}", layers.len())
+    };
+    format!(
+        "twin-uniform inputs: {}, {}",
+        count("matmul_av"),
+        count("mlp.fc2")
+    )
 }
 
 fn main() -> Result<()> {
@@ -102,6 +123,9 @@ fn main() -> Result<()> {
             agree,
             ref_top1.len()
         );
+        if let PtqMethod::Ptq4vit { .. } = config.method {
+            println!("{:<14} {}", "", twin_summary(&q));
+        }
     }
     Ok(())
 }

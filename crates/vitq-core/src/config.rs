@@ -125,6 +125,11 @@ pub enum PtqMethod {
         /// Twin-uniform quantizer on the post-GELU input of each `mlp.fc2`.
         #[serde(default = "crate::ptq4vit::default_true")]
         twin_gelu: bool,
+        /// Where a twin quantizer is asked for, also search a plain uniform quantizer for that input
+        /// and keep whichever has the smaller distance (an extension of the paper, which always uses
+        /// the twin; see [`crate::ptq4vit`]). Off by default (the paper's method).
+        #[serde(default)]
+        twin_select: bool,
         /// The distance minimized: `"hessian"` (the paper's) or `"mse"`.
         #[serde(default)]
         metric: crate::ptq4vit::SearchMetric,
