@@ -130,6 +130,18 @@ pub fn gemm_i8_with(
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni => {
             let packed = vnni::Packed::new(b, n, k);
+            // A flipped to the unsigned bytes vpdpbusd multiplies (a ⊕ 0x80 = a + 128), rows padded
+            // to whole groups of 4 (the padding meets zero weights).
+            let stride = packed.row_bytes();
+            let mut flipped = vec![0u8; m * stride];
+            flipped
+                .par_chunks_mut(stride)
+                .zip(a.par_chunks(k))
+                .for_each(|(dst, src)| {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = (v as u8) ^ 0x80;
+                    }
+                });
             // Tasks own a block of at most `ROWS` rows of A and `COLS` columns of C (the packed weight
             // panel, ≤ 64·k bytes, stays in L2), swept in 4-row × 64-column register tiles; each writes
             // a `[rows, cols]` block that is then scattered. Splitting rows too keeps every core busy
@@ -147,21 +159,28 @@ pub fn gemm_i8_with(
                     let mut out = vec![0i32; rows_blk * cols];
                     // Rows per register tile: 16 accumulators whatever the number of column blocks.
                     let step = vnni::tile_rows(cols);
-                    for i0 in (0..rows_blk).step_by(step) {
-                        let rows = step.min(rows_blk - i0);
-                        let a0 = (r0 + i0) * k;
-                        // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at run
-                        // time; the slices have the lengths `vnni::tile` requires.
-                        unsafe {
-                            vnni::tile(
-                                &a[a0..a0 + rows * k],
-                                &packed,
-                                j0,
-                                &mut out[i0 * cols..(i0 + rows) * cols],
-                                rows,
-                                cols,
-                            )
-                        };
+                    // k in chunks of KC groups, so that the panel's slice (64 columns × 4·KC
+                    // bytes, 16 KiB) stays in L1 while every row tile of the block reads it.
+                    const KC: usize = 64;
+                    for g0 in (0..packed.groups()).step_by(KC) {
+                        let groups = g0..(g0 + KC).min(packed.groups());
+                        for i0 in (0..rows_blk).step_by(step) {
+                            let rows = step.min(rows_blk - i0);
+                            let a0 = (r0 + i0) * stride;
+                            // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at
+                            // run time; the slices have the lengths `vnni::tile` requires.
+                            unsafe {
+                                vnni::tile(
+                                    &flipped[a0..a0 + rows * stride],
+                                    &packed,
+                                    j0,
+                                    groups.clone(),
+                                    &mut out[i0 * cols..(i0 + rows) * cols],
+                                    rows,
+                                    cols,
+                                )
+                            };
+                        }
                     }
                     (r0, j0, out)
                 })
@@ -204,6 +223,9 @@ fn dot_portable(a: &[i8], b: &[i8]) -> i32 {
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use rayon::prelude::*;
 
     pub fn available() -> bool {
         is_x86_feature_detected!("avx512f")
@@ -222,20 +244,34 @@ mod vnni {
         data: Vec<i8>,
         correction: Vec<i32>,
         groups: usize,
-        k: usize,
     }
 
     impl Packed {
+        /// Bytes per row of A as [`tile`] reads it: `k` rounded up to whole groups of 4.
+        pub fn row_bytes(&self) -> usize {
+            4 * self.groups
+        }
+
+        /// Groups of 4 values of `k`.
+        pub fn groups(&self) -> usize {
+            self.groups
+        }
+
         pub fn new(b: &[i8], n: usize, k: usize) -> Self {
             let groups = k.div_ceil(4);
             let blocks = n.div_ceil(LANES);
             let mut data = vec![0i8; blocks * groups * 64];
-            for (j, row) in b.chunks_exact(k).enumerate() {
-                let (block, lane) = (j / LANES, j % LANES);
-                for (t, &v) in row.iter().enumerate() {
-                    data[(block * groups + t / 4) * 64 + lane * 4 + t % 4] = v;
-                }
-            }
+            // One block of 16 columns per task, written in order (64 bytes per group of 4 k).
+            data.par_chunks_mut(groups * 64)
+                .enumerate()
+                .for_each(|(block, dst)| {
+                    for lane in 0..LANES.min(n - block * LANES) {
+                        let row = &b[(block * LANES + lane) * k..][..k];
+                        for (g, quad) in row.chunks(4).enumerate() {
+                            dst[g * 64 + lane * 4..][..quad.len()].copy_from_slice(quad);
+                        }
+                    }
+                });
             let mut correction = vec![0i32; blocks * LANES];
             for (j, row) in b.chunks_exact(k).enumerate() {
                 correction[j] = 128 * row.iter().map(|&v| i32::from(v)).sum::<i32>();
@@ -244,7 +280,6 @@ mod vnni {
                 data,
                 correction,
                 groups,
-                k,
             }
         }
     }
@@ -259,21 +294,30 @@ mod vnni {
         }
     }
 
-    /// `rows` (≤ [`tile_rows`]`(cols)`) rows of A (`rows × k`) against columns `j0 .. j0 + cols`
+    /// `rows` (≤ [`tile_rows`]`(cols)`) rows of A against columns `j0 .. j0 + cols`
     /// (`cols` ≤ 64, `j0` a multiple of 16) of the packed B, into `out` (`rows × cols`): each step
     /// broadcasts 4 bytes of a row of A and accumulates 16 columns per `vpdpbusd`, so no horizontal
     /// sums are needed.
     ///
     /// # Safety
-    /// The CPU must have avx512f, avx512bw and avx512vnni; `a.len() == rows·k`,
+    /// The CPU must have avx512f, avx512bw and avx512vnni; `a` holds `rows` rows of A flipped to
+    /// unsigned (`a ⊕ 0x80`) at [`Packed::row_bytes`] each (`a.len() == rows·row_bytes`),
     /// `out.len() == rows·cols`, and the columns must exist in `b`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn tile(a: &[i8], b: &Packed, j0: usize, out: &mut [i32], rows: usize, cols: usize) {
+    pub unsafe fn tile(
+        a: &[u8],
+        b: &Packed,
+        j0: usize,
+        groups: Range<usize>,
+        out: &mut [i32],
+        rows: usize,
+        cols: usize,
+    ) {
         // SAFETY (all three): same contract as this function; the tile shape fits its accumulators.
         match cols.div_ceil(LANES) {
-            0 | 1 => unsafe { tile_of::<16, 1>(a, b, j0, out, rows, cols) },
-            2 => unsafe { tile_of::<8, 2>(a, b, j0, out, rows, cols) },
-            _ => unsafe { tile_of::<4, 4>(a, b, j0, out, rows, cols) },
+            0 | 1 => unsafe { tile_of::<16, 1>(a, b, j0, groups, out, rows, cols) },
+            2 => unsafe { tile_of::<8, 2>(a, b, j0, groups, out, rows, cols) },
+            _ => unsafe { tile_of::<4, 4>(a, b, j0, groups, out, rows, cols) },
         }
     }
 
@@ -283,7 +327,6 @@ mod vnni {
         first: usize,
         blocks: usize,
         rows: usize,
-        flip: __m512i,
     }
 
     impl Tile<'_> {
@@ -292,24 +335,29 @@ mod vnni {
         /// # Safety
         /// Inlined into a function with avx512f, avx512bw and avx512vnni; the tile's blocks exist.
         #[inline(always)]
-        unsafe fn step<const R: usize, const C: usize>(
+        unsafe fn step<const R: usize, const C: usize, const FULL: bool>(
             &self,
             acc: &mut [[__m512i; C]; R],
             g: usize,
             word: impl Fn(usize) -> i32,
         ) {
+            // Constant trip counts for full tiles, so that the accumulators stay in registers.
+            let (rows, blocks) = if FULL {
+                (R, C)
+            } else {
+                (self.rows, self.blocks)
+            };
             let mut bv = [unsafe { _mm512_setzero_si512() }; C];
-            for (c, v) in bv.iter_mut().enumerate().take(self.blocks) {
+            for (c, v) in bv.iter_mut().enumerate().take(blocks) {
                 let at = ((self.first + c) * self.b.groups + g) * 64;
                 // SAFETY: block first + c exists, so its 64 bytes at group g lie inside `data`.
                 *v = unsafe { _mm512_loadu_si512(self.b.data.as_ptr().add(at).cast()) };
             }
-            for (r, acc_r) in acc.iter_mut().enumerate().take(self.rows) {
+            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
                 // SAFETY: the CPU features are the caller's.
                 unsafe {
-                    // a ⊕ 0x80: the unsigned bytes vpdpbusd multiplies.
-                    let av = _mm512_xor_si512(_mm512_set1_epi32(word(r)), self.flip);
-                    for c in 0..self.blocks {
+                    let av = _mm512_set1_epi32(word(r));
+                    for c in 0..blocks {
                         acc_r[c] = _mm512_dpbusd_epi32(acc_r[c], av, bv[c]);
                     }
                 }
@@ -317,65 +365,82 @@ mod vnni {
         }
     }
 
-    /// [`tile`] with at most `R` rows and `C` column blocks, unrolled.
+    /// [`tile`] with at most `R` rows and `C` column blocks: unrolled with the accumulators in
+    /// registers when the tile is full, a generic loop for edge tiles.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn tile_of<const R: usize, const C: usize>(
-        a: &[i8],
+        a: &[u8],
         b: &Packed,
         j0: usize,
+        groups: Range<usize>,
         out: &mut [i32],
         rows: usize,
         cols: usize,
     ) {
-        let (k, groups) = (b.k, b.groups);
+        // SAFETY: same contract.
+        unsafe {
+            if rows == R && cols == C * LANES {
+                tile_body::<R, C, true>(a, b, j0, groups, out, rows, cols)
+            } else {
+                tile_body::<R, C, false>(a, b, j0, groups, out, rows, cols)
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_body<const R: usize, const C: usize, const FULL: bool>(
+        a: &[u8],
+        b: &Packed,
+        j0: usize,
+        groups: Range<usize>,
+        out: &mut [i32],
+        rows: usize,
+        cols: usize,
+    ) {
         let blocks = cols.div_ceil(LANES).min(C);
         let first = j0 / LANES;
-        let flip = _mm512_set1_epi8(-128);
-        // Groups whose 4 bytes lie inside every row; the last group of a row whose k is not a
-        // multiple of 4 is read through a zero-padded copy (its extra bytes meet zero weights).
-        let whole = k / 4;
         let mut acc = [[_mm512_setzero_si512(); C]; R];
         let tile = Tile {
             b,
             first,
             blocks,
             rows,
-            flip,
         };
-        for g in 0..whole {
-            // SAFETY: 4·g + 4 ≤ k, so the 4 bytes lie inside row r of a (rows × k); the CPU
-            // features are this function's.
+        let stride = b.row_bytes();
+        let first_chunk = groups.start == 0;
+        for g in groups {
+            // SAFETY: rows of `a` are `stride` = 4·groups bytes, so the 4 bytes at 4·g lie inside
+            // row r; the CPU features are this function's.
             unsafe {
-                tile.step(&mut acc, g, |r| {
-                    a.as_ptr().add(r * k + 4 * g).cast::<i32>().read_unaligned()
+                tile.step::<R, C, FULL>(&mut acc, g, |r| {
+                    a.as_ptr()
+                        .add(r * stride + 4 * g)
+                        .cast::<i32>()
+                        .read_unaligned()
                 })
             };
-        }
-        if whole < groups {
-            let word = |r: usize| {
-                let mut w = [0u8; 4];
-                for (d, s) in w.iter_mut().zip(&a[r * k + 4 * whole..(r + 1) * k]) {
-                    *d = *s as u8;
-                }
-                i32::from_le_bytes(w)
-            };
-            // SAFETY: the CPU features are this function's.
-            unsafe { tile.step(&mut acc, whole, word) };
         }
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
             for (c, &v) in acc_r.iter().enumerate().take(blocks) {
                 let lanes = LANES.min(cols - c * LANES);
                 let mask: __mmask16 = if lanes == LANES { !0 } else { (1 << lanes) - 1 };
-                // SAFETY: `correction` is padded to whole blocks; the masked store writes `lanes`
-                // i32 at row r, columns c·16 .. c·16 + lanes of `out` (rows × cols).
+                // SAFETY: `correction` is padded to whole blocks; the masked load and store touch
+                // `lanes` i32 at row r, columns c·16 .. c·16 + lanes of `out` (rows × cols).
                 unsafe {
-                    let corr =
-                        _mm512_loadu_si512(b.correction.as_ptr().add((first + c) * LANES).cast());
-                    _mm512_mask_storeu_epi32(
-                        out.as_mut_ptr().add(r * cols + c * LANES),
-                        mask,
-                        _mm512_sub_epi32(v, corr),
-                    );
+                    let at = out.as_mut_ptr().add(r * cols + c * LANES);
+                    // The first chunk of k writes the sum less the flip's correction; later chunks
+                    // add to it.
+                    let base = if first_chunk {
+                        _mm512_sub_epi32(
+                            _mm512_setzero_si512(),
+                            _mm512_loadu_si512(
+                                b.correction.as_ptr().add((first + c) * LANES).cast(),
+                            ),
+                        )
+                    } else {
+                        _mm512_maskz_loadu_epi32(mask, at)
+                    };
+                    _mm512_mask_storeu_epi32(at, mask, _mm512_add_epi32(v, base));
                 }
             }
         }
