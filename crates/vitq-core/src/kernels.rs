@@ -313,11 +313,19 @@ mod vnni {
         rows: usize,
         cols: usize,
     ) {
-        // SAFETY (all three): same contract as this function; the tile shape fits its accumulators.
-        match cols.div_ceil(LANES) {
-            0 | 1 => unsafe { tile_of::<16, 1>(a, b, j0, groups, out, rows, cols) },
-            2 => unsafe { tile_of::<8, 2>(a, b, j0, groups, out, rows, cols) },
-            _ => unsafe { tile_of::<4, 4>(a, b, j0, groups, out, rows, cols) },
+        // Whole tiles run with constant bounds (the accumulators stay in registers), edge tiles with
+        // the same code on run-time bounds.
+        let full = rows == tile_rows(cols) && matches!(cols, 16 | 32 | 64);
+        // SAFETY (all): same contract as this function; each shape fits its accumulators.
+        unsafe {
+            match (cols.div_ceil(LANES), full) {
+                (0 | 1, true) => tile_body::<16, 1, true>(a, b, j0, groups, out, rows, cols),
+                (0 | 1, false) => tile_body::<16, 1, false>(a, b, j0, groups, out, rows, cols),
+                (2, true) => tile_body::<8, 2, true>(a, b, j0, groups, out, rows, cols),
+                (2, false) => tile_body::<8, 2, false>(a, b, j0, groups, out, rows, cols),
+                (_, true) => tile_body::<4, 4, true>(a, b, j0, groups, out, rows, cols),
+                (_, false) => tile_body::<4, 4, false>(a, b, j0, groups, out, rows, cols),
+            }
         }
     }
 
@@ -365,28 +373,7 @@ mod vnni {
         }
     }
 
-    /// [`tile`] with at most `R` rows and `C` column blocks: unrolled with the accumulators in
-    /// registers when the tile is full, a generic loop for edge tiles.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile_of<const R: usize, const C: usize>(
-        a: &[u8],
-        b: &Packed,
-        j0: usize,
-        groups: Range<usize>,
-        out: &mut [i32],
-        rows: usize,
-        cols: usize,
-    ) {
-        // SAFETY: same contract.
-        unsafe {
-            if rows == R && cols == C * LANES {
-                tile_body::<R, C, true>(a, b, j0, groups, out, rows, cols)
-            } else {
-                tile_body::<R, C, false>(a, b, j0, groups, out, rows, cols)
-            }
-        }
-    }
-
+    /// [`tile`] with at most `R` rows and `C` column blocks; `FULL`: exactly that many.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn tile_body<const R: usize, const C: usize, const FULL: bool>(
         a: &[u8],
