@@ -93,14 +93,7 @@ fn ptq4vit_beats_min_max_on_the_vit_fixture() {
     let reference = logits(&vit, x.clone());
     for (w, a) in [(6, 6), (4, 8)] {
         let sqnr = |method: PtqMethod| {
-            let q = vit
-                .clone()
-                .quantize(
-                    &config(w, a, method),
-                    gaussian_batches(4, 8, 32, 3),
-                    &mut |_| {},
-                )
-                .unwrap();
+            let q = calibrated(&vit, &config(w, a, method));
             vitq_core::metrics::sqnr_db(&reference, &logits(&q, x.clone()))
         };
         let plain = sqnr(PtqMethod::Plain);
@@ -270,13 +263,9 @@ fn twin_select_takes_uniform_softmax_on_flat_attention() {
     let vit = vit_tiny2_flat_attention();
     let x = gaussian_batches(1, 16, 32, 99).remove(0);
     let reference = logits(&vit, x.clone());
-    let calib = || gaussian_batches(4, 8, 32, 3);
     for (w, a) in [(6, 6), (4, 8)] {
         let run = |method: PtqMethod| {
-            let q = vit
-                .clone()
-                .quantize(&config(w, a, method), calib(), &mut |_| {})
-                .unwrap();
+            let q = calibrated(&vit, &config(w, a, method));
             let s = vitq_core::metrics::sqnr_db(&reference, &logits(&q, x.clone()));
             (twin_layers(&q), s)
         };

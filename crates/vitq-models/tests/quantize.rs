@@ -114,14 +114,7 @@ fn vit_fixture_sqnr_by_preset() {
     let reference = logits(&vit, x.clone());
     let mut table = Vec::new();
     for preset in ["w8a8", "w6a6", "w4a8", "w4a4", "w8", "nf4", "int8-dynamic"] {
-        let q = vit
-            .clone()
-            .quantize(
-                &QuantConfig::preset(preset).unwrap(),
-                gaussian_batches(4, 8, 32, 3),
-                &mut |_| {},
-            )
-            .unwrap();
+        let q = calibrated(&vit, &QuantConfig::preset(preset).unwrap());
         let y = logits(&q, x.clone());
         let sqnr = vitq_core::metrics::sqnr_db(&reference, &y);
         eprintln!("vit_tiny2 {preset}: logits SQNR {sqnr:.1} dB");
@@ -262,14 +255,7 @@ fn similarity_search_beats_min_max_on_the_vit_fixture() {
     let reference = logits(&vit, x.clone());
     for (w, a) in [(6, 6), (4, 8)] {
         let sqnr = |search: bool| {
-            let q = vit
-                .clone()
-                .quantize(
-                    &min_max_config(w, a, search),
-                    gaussian_batches(4, 8, 32, 3),
-                    &mut |_| {},
-                )
-                .unwrap();
+            let q = calibrated(&vit, &min_max_config(w, a, search));
             vitq_core::metrics::sqnr_db(&reference, &logits(&q, x.clone()))
         };
         let (plain, searched) = (sqnr(false), sqnr(true));

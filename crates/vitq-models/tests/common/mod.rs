@@ -125,6 +125,15 @@ pub fn gaussian_batches(count: usize, n: usize, size: usize, seed: u64) -> Vec<T
         .collect()
 }
 
+/// `model` quantized with `config`, calibrated on the ViT tests' calibration set (4 Gaussian batches of
+/// 8 images of 32×32, seed 3).
+pub fn calibrated(model: &Model<B>, config: &vitq_core::QuantConfig) -> Model<B> {
+    model
+        .clone()
+        .quantize(config, gaussian_batches(4, 8, 32, 3), &mut |_| {})
+        .expect("quantize")
+}
+
 /// A model's logits on `x`, on the host.
 pub fn logits(model: &Model<B>, x: Tensor<B, 4>) -> Vec<f32> {
     values(model.forward(x).expect("forward"))
