@@ -594,44 +594,29 @@ impl Search<'_> {
             .ok_or_else(|| Error::Unsupported("PTQ4ViT searches uniform weights".into()))?;
         let per_channel = crate::search::symmetric_per_channel(&params, "PTQ4ViT")?;
         let rows = sample.count;
-        let xt = Tensor::<B, 2>::from_data(TensorData::new(sample.a.clone(), [rows, k]), device);
+        let problem = crate::search::LinearProblem::<B>::new(
+            &sample.a,
+            rows,
+            w,
+            bias,
+            [n, k],
+            &params,
+            per_channel,
+            device,
+        );
         let g2 = self.weights(Tensor::<B, 2>::from_data(
             TensorData::new(sample.g.clone(), [rows, n]),
             device,
         ));
-        let wt = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device).transpose();
-        let bt = bias.map(|b| Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [n]), device));
-        let add_bias = |y: Tensor<B, 2>| match &bt {
-            Some(b) => y + b.clone().reshape([1, n]),
-            None => y,
-        };
-        let target = add_bias(xt.clone().matmul(wt.clone()));
         let dist = |y: Tensor<B, 2>| -> f64 {
-            ((y - target.clone()).powi_scalar(2) * g2.clone())
+            ((y - problem.target.clone()).powi_scalar(2) * g2.clone())
                 .sum()
                 .into_scalar()
                 .elem::<f64>()
         };
-        let (qmin, qmax) = params.spec.qrange();
         let alphas: Vec<f32> = std::iter::once(1.0)
             .chain(self.grid.iter().copied())
             .collect();
-        let scales = |alpha: f32| -> Vec<f32> { params.scales.iter().map(|s| s * alpha).collect() };
-        let fq_weight = |alpha: f32| -> Tensor<B, 2> {
-            let s = scales(alpha);
-            let len = s.len();
-            let st = Tensor::<B, 1>::from_data(TensorData::new(s, [len]), device);
-            let st = if per_channel {
-                st.reshape([1, n])
-            } else {
-                st.reshape([1, 1])
-            };
-            wt.clone()
-                .div(st.clone())
-                .round()
-                .clamp(qmin as f32, qmax as f32)
-                .mul(st)
-        };
         let inputs = Candidates::new(
             act,
             twin_gelu.then_some(TwinKind::Gelu),
@@ -645,7 +630,7 @@ impl Search<'_> {
             let xq = match &xq_cache {
                 Some((i, t)) if *i == ii => t.clone(),
                 _ => {
-                    let t = inputs.list[ii].apply(xt.clone())?;
+                    let t = inputs.list[ii].apply(problem.x.clone())?;
                     xq_cache = Some((ii, t.clone()));
                     t
                 }
@@ -653,15 +638,15 @@ impl Search<'_> {
             let wq = match &wq_cache {
                 Some((i, t)) if *i == wi => t.clone(),
                 _ => {
-                    let t = fq_weight(alphas[wi]);
+                    let t = problem.weight(alphas[wi]);
                     wq_cache = Some((wi, t.clone()));
                     t
                 }
             };
-            Ok(dist(add_bias(xq.matmul(wq))))
+            Ok(dist(problem.output(xq, wq)))
         })?;
         let chosen = QuantParams {
-            scales: scales(alphas[bw]),
+            scales: problem.scales(alphas[bw]),
             ..params
         };
         let codes = uniform::quantize_ref(w, &chosen)?;

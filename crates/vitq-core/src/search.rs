@@ -106,6 +106,91 @@ pub(crate) fn candidates(n: u32) -> Vec<f32> {
     c
 }
 
+/// A linear layer's weight-scale search on the device: the sampled inputs `x` (`[rows, k]`), the float
+/// weight transposed (`[k, n]`) and the bias, the float output `target = x·Wᵀ + b`, and the weight
+/// fake-quantized at the calibrated scales times a factor ([`LinearProblem::weight`]). Shared by the
+/// similarity search and PTQ4ViT.
+pub(crate) struct LinearProblem<B: Backend> {
+    /// The sampled inputs `[rows, k]`.
+    pub x: Tensor<B, 2>,
+    /// The float output `[rows, n]`.
+    pub target: Tensor<B, 2>,
+    wt: Tensor<B, 2>,
+    bias: Option<Tensor<B, 2>>,
+    scales: Vec<f32>,
+    per_channel: bool,
+    qrange: (i32, i32),
+    n: usize,
+}
+
+impl<B: Backend> LinearProblem<B> {
+    /// `x` holds `rows` rows of `k`, `w` is `[n, k]`; `params` the calibrated weight quantizer (its
+    /// scales per tensor, or per output channel when `per_channel`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        x: &[f32],
+        rows: usize,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        [n, k]: [usize; 2],
+        params: &QuantParams,
+        per_channel: bool,
+        device: &B::Device,
+    ) -> Self {
+        let x = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [rows, k]), device);
+        // [k, n]: the product is X · Wt.
+        let wt = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device).transpose();
+        let bias = bias.map(|b| {
+            Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [n]), device).reshape([1, n])
+        });
+        let mut problem = Self {
+            target: x.clone(),
+            x,
+            wt,
+            bias,
+            scales: params.scales.clone(),
+            per_channel,
+            qrange: params.spec.qrange(),
+            n,
+        };
+        problem.target = problem.output(problem.x.clone(), problem.wt.clone());
+        problem
+    }
+
+    /// `x · wt + b` for quantized operands `x` (`[rows, k]`) and `wt` (`[k, n]`).
+    pub fn output(&self, x: Tensor<B, 2>, wt: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = x.matmul(wt);
+        match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        }
+    }
+
+    /// The calibrated scales times `alpha`.
+    pub fn scales(&self, alpha: f32) -> Vec<f32> {
+        self.scales.iter().map(|s| s * alpha).collect()
+    }
+
+    /// The weight, transposed (`[k, n]`), fake-quantized at the scales `alpha·Δ`.
+    pub fn weight(&self, alpha: f32) -> Tensor<B, 2> {
+        let s = self.scales(alpha);
+        let len = s.len();
+        let st = Tensor::<B, 1>::from_data(TensorData::new(s, [len]), &self.wt.device());
+        let st = if self.per_channel {
+            st.reshape([1, self.n])
+        } else {
+            st.reshape([1, 1])
+        };
+        let (qmin, qmax) = self.qrange;
+        self.wt
+            .clone()
+            .div(st.clone())
+            .round()
+            .clamp(qmin as f32, qmax as f32)
+            .mul(st)
+    }
+}
+
 /// Searches the weight scales and input range of a linear layer (see the module docs). `weight` is the
 /// calibrated quantized weight (uniform, symmetric, per tensor or per output channel: anything else is
 /// [`Error::Unsupported`]), `w` its float values `[n, k]`, `x` the sampled input rows `[r, k]`.
@@ -136,41 +221,13 @@ pub fn search_linear<B: Backend>(
             got: vec![x.len(), w.len()],
         });
     }
-    let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [rows, k]), device);
-    // [k, n]: the product is X · Wt.
-    let wt = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device).transpose();
-    let bt = bias.map(|b| Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [n]), device));
-    let add_bias = |y: Tensor<B, 2>| match &bt {
-        Some(b) => y + b.clone().reshape([1, n]),
-        None => y,
-    };
-    let target = add_bias(xt.clone().matmul(wt.clone()));
-    let target_norm = l2_norm(&target);
-    let cosine = |y: Tensor<B, 2>| cosine(&y, &target, target_norm);
-    let (_, qmax) = params.spec.qrange();
-    let (qmin, _) = params.spec.qrange();
-    let base_scales = params.scales.clone();
-    let scale_tensor = |alpha: f32| -> Tensor<B, 2> {
-        let s: Vec<f32> = base_scales.iter().map(|s| s * alpha).collect();
-        let len = s.len();
-        let t = Tensor::<B, 1>::from_data(TensorData::new(s, [len]), device);
-        if per_channel {
-            t.reshape([1, n])
-        } else {
-            t.reshape([1, 1])
-        }
-    };
-    let fq_weight = |alpha: f32| -> Tensor<B, 2> {
-        let s = scale_tensor(alpha);
-        wt.clone()
-            .div(s.clone())
-            .round()
-            .clamp(qmin as f32, qmax as f32)
-            .mul(s)
-    };
+    let problem = LinearProblem::<B>::new(x, rows, w, bias, [n, k], &params, per_channel, device);
+    let xt = problem.x.clone();
+    let target_norm = l2_norm(&problem.target);
+    let cosine = |y: Tensor<B, 2>| cosine(&y, &problem.target, target_norm);
     let eval = |alpha: f32, beta: f32| -> Result<f64> {
         let xq = scaled(input, range, beta).fake_quant(xt.clone())?;
-        Ok(cosine(add_bias(xq.matmul(fq_weight(alpha)))))
+        Ok(cosine(problem.output(xq, problem.weight(alpha))))
     };
     let before = eval(1.0, 1.0)?;
     let (mut alpha, mut beta, mut best) = (1.0f32, 1.0f32, before);
@@ -179,23 +236,23 @@ pub fn search_linear<B: Backend>(
         // Weights, with the inputs fixed.
         let xq = scaled(input, range, beta).fake_quant(xt.clone())?;
         for &a in &grid {
-            let sim = cosine(add_bias(xq.clone().matmul(fq_weight(a))));
+            let sim = cosine(problem.output(xq.clone(), problem.weight(a)));
             if sim > best {
                 (best, alpha) = (sim, a);
             }
         }
         // Inputs, with the weights fixed.
-        let wq = fq_weight(alpha);
+        let wq = problem.weight(alpha);
         for &b in &grid {
             let xq = scaled(input, range, b).fake_quant(xt.clone())?;
-            let sim = cosine(add_bias(xq.matmul(wq.clone())));
+            let sim = cosine(problem.output(xq, wq.clone()));
             if sim > best {
                 (best, beta) = (sim, b);
             }
         }
     }
     let chosen = QuantParams {
-        scales: base_scales.iter().map(|s| s * alpha).collect(),
+        scales: problem.scales(alpha),
         ..params
     };
     let codes = uniform::quantize_ref(w, &chosen)?;
