@@ -6,18 +6,22 @@
 //!     deit_tiny_patch16_224 deit_tiny.safetensors ../shared/data/imagenet-sample 32 w8a8,w6a6,w4a8,w4a4,w8,nf4
 //! ```
 //!
-//! Arguments: model preset, weights (safetensors or .pth), an ImageNet-style folder (`<synset>_*.JPEG` plus
-//! `synsets.txt`), how many of its images calibrate (the rest are evaluated), comma-separated settings
-//! (presets or TOML / JSON config files). This is how the ViT figures in issue 4's note were made (on
-//! random-init timm weights, as no pretrained ViT is available offline).
+//! Arguments: model preset, weights (safetensors or .pth), the images: an ImageNet-style folder
+//! (`<synset>_*.JPEG` plus `synsets.txt`) or a CIFAR-10 binary file (`.bin`, each 32×32 image upsampled
+//! bilinearly to the model's input size, so that a random-init ViT can be compared on many images), how
+//! many of its images calibrate (the rest are evaluated), comma-separated settings (presets or TOML / JSON
+//! config files). This is how the ViT figures in issue 4's note were made (on random-init timm weights, as
+//! no pretrained ViT is available offline).
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Flex;
 use burn::tensor::Tensor;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use vitq_core::metrics::sqnr_db;
 use vitq_core::ptq::Quantizable;
 use vitq_core::{PtqMethod, QuantConfig};
-use vitq_models::data::ImageNetFolder;
+use vitq_models::data::{Cifar10, ImageNetFolder};
 use vitq_models::zoo::Model;
 
 type B = Flex;
@@ -71,23 +75,39 @@ fn main() -> Result<()> {
     let calib: usize = calib.parse().context("calib-images")?;
     let device = Default::default();
     let model = Model::<B>::load(preset, weights, &device)?;
-    let data = ImageNetFolder::open(folder)?;
-    if calib >= data.len() {
-        bail!(
-            "{calib} calibration images leave none of the {} to evaluate",
-            data.len()
-        );
-    }
     let pre = model.preprocess();
     let batch = 16;
+    // Images `lo..hi` of the set, in batches of `batch`.
+    type Loader = Box<dyn Fn(usize, usize) -> Result<Tensor<B, 4>>>;
+    let (len, load_batch): (usize, Loader) = if folder.ends_with(".bin") {
+        let data = Cifar10::load(folder)?;
+        let size = pre.size;
+        let upsample = InterpolateOptions::new(InterpolateMode::Bilinear);
+        (
+            data.len(),
+            Box::new(move |lo, hi| {
+                let x = data.batch::<B>(lo..hi, pre.normalize, &device);
+                Ok(interpolate(x, [size, size], upsample.clone()))
+            }),
+        )
+    } else {
+        let data = ImageNetFolder::open(folder)?;
+        (
+            data.len(),
+            Box::new(move |lo, hi| Ok(data.batch::<B>(lo..hi, &pre, &device)?.0)),
+        )
+    };
+    if calib >= len {
+        bail!("{calib} calibration images leave none of the {len} to evaluate");
+    }
     let load = |lo: usize, hi: usize| -> Result<Vec<Tensor<B, 4>>> {
         (lo..hi)
             .step_by(batch)
-            .map(|s| Ok(data.batch::<B>(s..(s + batch).min(hi), &pre, &device)?.0))
+            .map(|s| load_batch(s, (s + batch).min(hi)))
             .collect()
     };
     let calib_batches = load(0, calib)?;
-    let eval_batches = load(calib, data.len())?;
+    let eval_batches = load(calib, len)?;
     let classes = model.num_classes();
     let run = |m: &Model<B>| -> Result<Vec<f32>> {
         let mut out = Vec::new();

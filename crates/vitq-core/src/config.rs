@@ -84,6 +84,7 @@ pub enum PtqMethod {
     /// `theta` on sampled pairs of scores of one query, charging pairs whose order quantization flips or
     /// nearly flips), for the other matmuls (`softmax · V`, only `V`'s range searched) the similarity
     /// alone; `gamma = 0` turns the ranking loss off.
+    /// The paper's bias correction is [`QuantConfig::bias_correction`], on by default for this method.
     /// The nuclear-norm bit allocation of §3.4 is `vitq_sensitivity::nuclear`, a config writer.
     SimilaritySearch {
         /// Candidates per search (the paper uses 100).
@@ -133,6 +134,10 @@ pub enum PtqMethod {
         /// The distance minimized: `"hessian"` (the paper's) or `"mse"`.
         #[serde(default)]
         metric: crate::ptq4vit::SearchMetric,
+        /// Random probes per calibration batch for the Hessian's diagonal (each one forward and backward
+        /// pass of the float model; see [`crate::hessian`]).
+        #[serde(default = "crate::ptq4vit::default_probes")]
+        probes: u32,
     },
 }
 
@@ -194,6 +199,12 @@ pub struct QuantConfig {
     /// How scales are chosen after calibration.
     #[serde(default, skip_serializing_if = "is_plain")]
     pub method: PtqMethod,
+    /// Bias correction (Nagel et al. 2019; part of Liu et al.'s method): each linear layer with quantized
+    /// weights and static input quantization gets its bias corrected by the mean error its quantization
+    /// leaves in the output, per output channel, on rows of its calibration inputs (see
+    /// [`crate::search`]). `None` leaves it to the method ([`QuantConfig::bias_correction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_correction: Option<bool>,
     /// Per-layer overrides, applied in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<LayerOverride>,
@@ -250,8 +261,17 @@ impl QuantConfig {
             activations,
             activation_mode: ActivationMode::Static,
             method: PtqMethod::Plain,
+            bias_correction: None,
             overrides: Vec::new(),
         }
+    }
+
+    /// Whether linear layers get their bias corrected: the `bias_correction` field, or by default the
+    /// method's choice: on for [`PtqMethod::SimilaritySearch`] (Liu et al. correct the bias), off for
+    /// [`PtqMethod::Plain`] and [`PtqMethod::Ptq4vit`] (whose papers do not).
+    pub fn bias_correction(&self) -> bool {
+        self.bias_correction
+            .unwrap_or(matches!(self.method, PtqMethod::SimilaritySearch { .. }))
     }
 
     /// A named preset (one of [`PRESETS`]):
@@ -518,6 +538,23 @@ mod tests {
         let nf4_act = r#"version = 1
 activations = { bits = 4, scheme = { kind = "nf4", double_quant = true }, granularity = { kind = "per_block", size = 64 } }"#;
         assert!(QuantConfig::from_toml_str(nf4_act).is_err());
+    }
+
+    #[test]
+    fn bias_correction_defaults_to_the_method_and_can_be_set() {
+        let base = "version = 1\nweights = { bits = 4 }\nactivations = { bits = 8 }\n";
+        let parse = |extra: &str| QuantConfig::from_toml_str(&format!("{base}{extra}")).unwrap();
+        assert!(!parse("").bias_correction());
+        assert!(parse("method = { kind = \"similarity_search\" }").bias_correction());
+        assert!(!parse("method = { kind = \"ptq4vit\" }").bias_correction());
+        let on = parse("bias_correction = true");
+        assert!(on.bias_correction());
+        assert_eq!(
+            QuantConfig::from_toml_str(&on.to_toml_string().unwrap()).unwrap(),
+            on
+        );
+        let off = parse("bias_correction = false\nmethod = { kind = \"similarity_search\" }");
+        assert!(!off.bias_correction());
     }
 
     #[test]

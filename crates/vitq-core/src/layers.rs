@@ -602,6 +602,32 @@ impl<B: Backend> QLinear<B> {
         tensor_to_vec(&self.weight.val().transpose())
     }
 
+    /// The bias on the host, if the layer has one.
+    pub fn bias_vec(&self) -> Result<Option<Vec<f32>>> {
+        bias_vec(&self.bias)
+    }
+
+    /// Replaces the values of the bias (`[out]`; a layer without a bias is [`Error::Unsupported`]).
+    pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
+        let Some(bias) = &self.bias else {
+            return Err(Error::Unsupported(format!("`{}` has no bias", self.name)));
+        };
+        if values.len() != self.d_out() {
+            return Err(Error::ShapeMismatch {
+                what: format!("bias of `{}`", self.name),
+                expected: vec![self.d_out()],
+                got: vec![values.len()],
+            });
+        }
+        check_finite(values, &[values.len()])?;
+        let t = Tensor::from_data(
+            TensorData::new(values.to_vec(), [values.len()]),
+            &bias.device(),
+        );
+        self.bias = Some(Param::from_tensor(t));
+        Ok(())
+    }
+
     /// Enters quantized mode: the weight parameter becomes `weight`'s dequantized values (PyTorch layout
     /// `[out, in]`; `None` keeps the float weight) and `input` quantizes the input (`None`: float).
     pub fn set_quantized(
@@ -940,9 +966,21 @@ impl<B: Backend> LayerMut<'_, B> {
     /// The bias, if any, on the host.
     pub fn bias(&self) -> Result<Option<Vec<f32>>> {
         match self {
-            LayerMut::Linear(l) => bias_vec(&l.bias),
+            LayerMut::Linear(l) => l.bias_vec(),
             LayerMut::Conv(l) => bias_vec(&l.bias),
             LayerMut::MatMul(_) => Ok(None),
+        }
+    }
+
+    /// Replaces the bias of a linear layer ([`QLinear::set_bias`]); other layers are
+    /// [`Error::Unsupported`].
+    pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
+        match self {
+            LayerMut::Linear(l) => l.set_bias(values),
+            _ => Err(Error::Unsupported(format!(
+                "bias correction of `{}`: only linear layers",
+                self.name()
+            ))),
         }
     }
 

@@ -32,14 +32,15 @@ pub trait Quantizable<B: Backend> {
     fn calibration_step(&self, batch: Tensor<B, 4>) -> Result<()>;
 
     /// The inputs and output gradients of every layer (in the order of
-    /// [`Quantizable::layer_states`]) for one batch through the float model, for PTQ4ViT's
-    /// Hessian-guided search: usually the model copied to burn's autodiff backend and run through
-    /// [`crate::hessian::capture_gradients`]. The default is [`Error::Unsupported`].
+    /// [`Quantizable::layer_states`]) for one batch through the float model, over `probes` random
+    /// probes, for PTQ4ViT's Hessian-guided search: usually the model copied to burn's autodiff backend
+    /// and run through [`crate::hessian::capture_gradients`]. The default is [`Error::Unsupported`].
     fn capture_gradients(
         &self,
         batch: Tensor<B, 4>,
+        probes: usize,
     ) -> Result<Vec<Option<crate::hessian::Capture>>> {
-        let _ = batch;
+        let _ = (batch, probes);
         Err(Error::Unsupported(
             "this model cannot capture output gradients (PTQ4ViT)".into(),
         ))
@@ -63,6 +64,10 @@ pub fn take_fault<B: Backend, M: Quantizable<B>>(model: &M) -> Option<Error> {
         .filter_map(|(_, l)| l.take_fault())
         .next()
 }
+
+/// Calibration rows kept per linear layer for bias correction (outside the similarity search, which keeps
+/// its own `rows`).
+pub const BIAS_CORRECTION_ROWS: usize = 1024;
 
 struct Plan {
     weight: Option<QuantizedTensor>,
@@ -92,6 +97,7 @@ where
     config.validate()?;
     config.check_layers(&layer_names(&mut model))?;
     let dynamic = config.activation_mode == ActivationMode::Dynamic;
+    let bias_correction = config.bias_correction();
 
     let mut plans = Vec::new();
     let mut calibrate = false;
@@ -110,6 +116,7 @@ where
             (PtqMethod::SimilaritySearch { rows, .. }, LayerMut::Linear(_), Some(_)) => {
                 rows as usize
             }
+            (_, LayerMut::Linear(_), Some(_)) if bias_correction => BIAS_CORRECTION_ROWS,
             (
                 PtqMethod::SimilaritySearch {
                     rows,
@@ -176,37 +183,57 @@ where
                 .finish_calibration(&plan.inputs)
                 .context(|| format!("activations of layer `{name}`"))?
         };
-        if let (
-            PtqMethod::SimilaritySearch {
-                candidates, rounds, ..
-            },
-            Some(w),
-            Some(Some(a)),
-        ) = (config.method, &weight, inputs.first())
-            && let LayerMut::Linear(linear) = &layer
+        if let (Some(w), Some(Some(a)), LayerMut::Linear(linear)) =
+            (&weight, inputs.first(), &mut layer)
         {
             let sample = linear.quant.calibration_sample();
             let (data, shape) = linear.weight_torch()?;
+            let bias = linear.bias_vec()?;
             if let (&[n, k], false) = (shape.as_slice(), sample.is_empty()) {
                 let device = linear.weight.device();
-                match search::search_linear::<B>(
-                    &data,
-                    layer.bias()?.as_deref(),
-                    [n, k],
-                    &sample,
-                    w,
-                    a,
-                    candidates,
-                    rounds,
-                    &device,
-                ) {
-                    Ok(found) => {
-                        weight = Some(found.weight);
-                        inputs[0] = Some(found.input);
+                if let PtqMethod::SimilaritySearch {
+                    candidates, rounds, ..
+                } = config.method
+                {
+                    let options = search::SearchOptions {
+                        candidates,
+                        rounds,
+                        bias_correction,
+                    };
+                    match search::search_linear::<B>(
+                        &data,
+                        bias.as_deref(),
+                        [n, k],
+                        &sample,
+                        w,
+                        a,
+                        options,
+                        &device,
+                    ) {
+                        Ok(found) => {
+                            weight = Some(found.weight);
+                            inputs[0] = Some(found.input);
+                            if let Some(b) = found.bias {
+                                linear.set_bias(&b)?;
+                            }
+                        }
+                        // Layers the search cannot handle keep their calibrated scales.
+                        Err(Error::Unsupported(_)) => {}
+                        Err(e) => {
+                            return Err(e).context(|| format!("scale search of layer `{name}`"));
+                        }
                     }
-                    // Layers the search cannot handle keep their calibrated scales.
-                    Err(Error::Unsupported(_)) => {}
-                    Err(e) => return Err(e).context(|| format!("scale search of layer `{name}`")),
+                } else if let (true, Some(b)) = (bias_correction, &bias) {
+                    let corrected = search::correct_bias::<B>(
+                        &sample,
+                        [&data, &w.dequantize()?],
+                        b,
+                        [n, k],
+                        a,
+                        &device,
+                    )
+                    .context(|| format!("bias correction of layer `{name}`"))?;
+                    linear.set_bias(&corrected)?;
                 }
             }
         }

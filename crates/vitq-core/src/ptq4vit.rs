@@ -105,6 +105,9 @@ pub(crate) fn default_rows() -> u32 {
 pub(crate) fn default_true() -> bool {
     true
 }
+pub(crate) fn default_probes() -> u32 {
+    8
+}
 
 impl PtqMethod {
     /// PTQ4ViT with the paper's settings (100 candidates, 3 rounds, both twin quantizers kept, Hessian
@@ -118,6 +121,7 @@ impl PtqMethod {
             twin_gelu: true,
             twin_select: false,
             metric: SearchMetric::Hessian,
+            probes: default_probes(),
         }
     }
 }
@@ -245,6 +249,7 @@ where
         twin_gelu,
         twin_select,
         metric,
+        probes,
     } = config.method
     else {
         return Err(Error::Config(
@@ -302,7 +307,7 @@ where
     let mut samples = vec![Sample::default(); targets.len()];
     let nb = batches.len();
     for batch in &batches {
-        let captures = model.capture_gradients(batch.clone())?;
+        let captures = model.capture_gradients(batch.clone(), probes.max(1) as usize)?;
         if captures.len() != targets.len() {
             return Err(Error::ShapeMismatch {
                 what: "captures (one per quantizable layer)".into(),
@@ -329,6 +334,8 @@ where
     let device = batches[0].device();
     let mut plain = config.clone();
     plain.method = PtqMethod::Plain;
+    // Bias correction, if asked for, follows the search (the starting point does not need it).
+    plain.bias_correction = Some(false);
     let mut model = crate::ptq::quantize(model, &plain, batches, progress)?;
 
     let grid: Vec<f32> = (0..=candidates.max(1))
@@ -339,6 +346,7 @@ where
         rounds,
         metric,
         twin_select,
+        bias_correction: config.bias_correction(),
     };
     for ((mut layer, target), sample) in model.layers_mut().into_iter().zip(targets).zip(samples) {
         let (Some(target), false) = (target, sample.count == 0) else {
@@ -369,7 +377,7 @@ where
                     twin_gelu,
                     &device,
                 );
-                let (weight, input) = match found {
+                let (weight, input, corrected) = match found {
                     Ok(f) => f,
                     // Weights the search cannot scale keep their calibrated scales.
                     Err(Error::Unsupported(_)) => continue,
@@ -383,6 +391,9 @@ where
                     .set_quantized(Some(weight), vec![Some(act)])
                     .context(|| format!("layer `{name}`"))?;
                 layer.state_mut().set_twin(0, twin)?;
+                if let Some(b) = corrected {
+                    layer.set_bias(&b)?;
+                }
             }
             Target::MatMul { twin_softmax } => {
                 let (Some(Some(a)), Some(Some(b))) = (q.inputs.first(), q.inputs.get(1)) else {
@@ -526,6 +537,9 @@ struct Search<'a> {
     metric: SearchMetric,
     /// Search a uniform family beside each twin family ([`Candidates`]).
     twin_select: bool,
+    /// Correct the bias of each searched linear layer for its chosen quantizers
+    /// ([`QuantConfig::bias_correction`]).
+    bias_correction: bool,
 }
 
 impl Search<'_> {
@@ -588,22 +602,15 @@ impl Search<'_> {
         act: &ActQuant,
         twin_gelu: bool,
         device: &B::Device,
-    ) -> Result<(QuantizedTensor, InputQ)> {
+    ) -> Result<(QuantizedTensor, InputQ, Option<Vec<f32>>)> {
         let params = weight
             .params()
             .ok_or_else(|| Error::Unsupported("PTQ4ViT searches uniform weights".into()))?;
         let per_channel = crate::search::symmetric_per_channel(&params, "PTQ4ViT")?;
         let rows = sample.count;
-        let problem = crate::search::LinearProblem::<B>::new(
-            &sample.a,
-            rows,
-            w,
-            bias,
-            [n, k],
-            &params,
-            per_channel,
-            device,
-        );
+        let problem =
+            crate::search::LinearProblem::<B>::new(&sample.a, rows, w, bias, [n, k], device)
+                .with_grid(&params, per_channel);
         let g2 = self.weights(Tensor::<B, 2>::from_data(
             TensorData::new(sample.g.clone(), [rows, n]),
             device,
@@ -650,9 +657,19 @@ impl Search<'_> {
             ..params
         };
         let codes = uniform::quantize_ref(w, &chosen)?;
+        let corrected = if self.bias_correction {
+            let y = problem.output(
+                inputs.list[bi].apply(problem.x.clone())?,
+                problem.weight(alphas[bw]),
+            );
+            problem.corrected_bias(&y)?
+        } else {
+            None
+        };
         Ok((
             QuantizedTensor::from_codes(&codes, &chosen)?,
             inputs.list[bi],
+            corrected,
         ))
     }
 
@@ -740,6 +757,7 @@ mod tests {
             rounds: 2,
             metric: SearchMetric::Hessian,
             twin_select,
+            bias_correction: false,
         }
     }
 

@@ -11,6 +11,13 @@
 //! similarity; it also offers Pearson correlation). `α = β = 1` (the calibrated scales) is always a
 //! candidate, so the search never ends worse than it started on the calibration rows. The products run on
 //! the burn backend of the model.
+//!
+//! **Bias correction** (the paper's, after Nagel et al. 2019; [`SearchOptions::bias_correction`]): the
+//! quantized output's expected error `E[Q(X)·Q(W)ᵀ − X·Wᵀ]`, one value per output channel, is estimated
+//! on the sampled rows and subtracted from the bias. Clipped weights and inputs bias the output whenever the
+//! inputs do not have zero mean, and cosine similarity alone does not see a shift shared by every row.
+//! Every candidate is scored after its own correction, so the search picks the scales that are best once
+//! corrected. Layers without a bias are searched without it (there is nowhere to put the correction).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -24,6 +31,17 @@ use crate::{Granularity, QuantParams, QuantizedTensor, Scheme};
 /// The lower and upper multiples searched.
 pub const SEARCH_RANGE: [f32; 2] = [0.5, 1.2];
 
+/// How [`search_linear`] searches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SearchOptions {
+    /// Candidate multiples per search, evenly spaced in [`SEARCH_RANGE`] (plus 1).
+    pub candidates: u32,
+    /// Alternating weight / input rounds.
+    pub rounds: u32,
+    /// Correct the bias for the quantized output's mean error (see the module docs).
+    pub bias_correction: bool,
+}
+
 /// What [`search_linear`] found.
 #[derive(Clone, Debug)]
 pub struct SearchResult {
@@ -31,9 +49,11 @@ pub struct SearchResult {
     pub weight: QuantizedTensor,
     /// The input quantizer with the chosen range.
     pub input: ActQuant,
-    /// Cosine similarity with the calibrated scales.
+    /// The corrected bias (`None` when bias correction is off or the layer has no bias).
+    pub bias: Option<Vec<f32>>,
+    /// Cosine similarity with the calibrated scales (and no bias correction).
     pub similarity_before: f64,
-    /// Cosine similarity with the chosen scales.
+    /// Cosine similarity with the chosen scales (and the corrected bias).
     pub similarity_after: f64,
 }
 
@@ -106,10 +126,10 @@ pub(crate) fn candidates(n: u32) -> Vec<f32> {
     c
 }
 
-/// A linear layer's weight-scale search on the device: the sampled inputs `x` (`[rows, k]`), the float
-/// weight transposed (`[k, n]`) and the bias, the float output `target = x·Wᵀ + b`, and the weight
-/// fake-quantized at the calibrated scales times a factor ([`LinearProblem::weight`]). Shared by the
-/// similarity search and PTQ4ViT.
+/// A linear layer's quantization problem on the device: the sampled inputs `x` (`[rows, k]`), the float
+/// weight transposed (`[k, n]`) and the bias, the float output `target = x·Wᵀ + b`, and, for the scale
+/// searches, the weight fake-quantized at the calibrated scales times a factor
+/// ([`LinearProblem::weight`]). Shared by the similarity search, PTQ4ViT and bias correction.
 pub(crate) struct LinearProblem<B: Backend> {
     /// The sampled inputs `[rows, k]`.
     pub x: Tensor<B, 2>,
@@ -117,44 +137,58 @@ pub(crate) struct LinearProblem<B: Backend> {
     pub target: Tensor<B, 2>,
     wt: Tensor<B, 2>,
     bias: Option<Tensor<B, 2>>,
-    scales: Vec<f32>,
-    per_channel: bool,
-    qrange: (i32, i32),
+    grid: Option<WeightGrid>,
     n: usize,
 }
 
+/// The calibrated weight quantizer the searches scale.
+struct WeightGrid {
+    scales: Vec<f32>,
+    per_channel: bool,
+    qrange: (i32, i32),
+}
+
 impl<B: Backend> LinearProblem<B> {
-    /// `x` holds `rows` rows of `k`, `w` is `[n, k]`; `params` the calibrated weight quantizer (its
-    /// scales per tensor, or per output channel when `per_channel`).
-    #[allow(clippy::too_many_arguments)]
+    /// `x` holds `rows` rows of `k`, `w` is `[n, k]`.
     pub fn new(
         x: &[f32],
         rows: usize,
         w: &[f32],
         bias: Option<&[f32]>,
         [n, k]: [usize; 2],
-        params: &QuantParams,
-        per_channel: bool,
         device: &B::Device,
     ) -> Self {
         let x = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [rows, k]), device);
-        // [k, n]: the product is X · Wt.
-        let wt = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device).transpose();
         let bias = bias.map(|b| {
             Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [n]), device).reshape([1, n])
         });
         let mut problem = Self {
             target: x.clone(),
             x,
-            wt,
+            wt: Self::transposed(w, [n, k], device),
             bias,
-            scales: params.scales.clone(),
-            per_channel,
-            qrange: params.spec.qrange(),
+            grid: None,
             n,
         };
         problem.target = problem.output(problem.x.clone(), problem.wt.clone());
         problem
+    }
+
+    /// With the calibrated weight quantizer `params` (its scales per tensor, or per output channel when
+    /// `per_channel`) that [`LinearProblem::weight`] scales.
+    pub fn with_grid(mut self, params: &QuantParams, per_channel: bool) -> Self {
+        self.grid = Some(WeightGrid {
+            scales: params.scales.clone(),
+            per_channel,
+            qrange: params.spec.qrange(),
+        });
+        self
+    }
+
+    /// A weight `[n, k]` on the device, transposed to `[k, n]`.
+    pub fn transposed(w: &[f32], [n, k]: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+        // [k, n]: the product is X · Wt.
+        Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device).transpose()
     }
 
     /// `x · wt + b` for quantized operands `x` (`[rows, k]`) and `wt` (`[k, n]`).
@@ -166,22 +200,46 @@ impl<B: Backend> LinearProblem<B> {
         }
     }
 
-    /// The calibrated scales times `alpha`.
-    pub fn scales(&self, alpha: f32) -> Vec<f32> {
-        self.scales.iter().map(|s| s * alpha).collect()
+    /// The mean error of a quantized output `y` (`[rows, n]`) against the float target, per output
+    /// channel (`[1, n]`): what bias correction subtracts.
+    pub fn mean_error(&self, y: &Tensor<B, 2>) -> Tensor<B, 2> {
+        (y.clone() - self.target.clone()).mean_dim(0)
     }
 
-    /// The weight, transposed (`[k, n]`), fake-quantized at the scales `alpha·Δ`.
+    /// Bias correction for the quantized output `y`: the bias less [`LinearProblem::mean_error`]
+    /// (`None` for a layer without a bias).
+    pub fn corrected_bias(&self, y: &Tensor<B, 2>) -> Result<Option<Vec<f32>>> {
+        match &self.bias {
+            Some(b) => Ok(Some(
+                uniform::tensor_to_vec(&(b.clone() - self.mean_error(y)))?.0,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The calibrated scales times `alpha` (empty without a grid).
+    pub fn scales(&self, alpha: f32) -> Vec<f32> {
+        self.grid
+            .iter()
+            .flat_map(|g| g.scales.iter().map(|s| s * alpha))
+            .collect()
+    }
+
+    /// The weight, transposed (`[k, n]`), fake-quantized at the scales `alpha·Δ` (the float weight
+    /// without a grid).
     pub fn weight(&self, alpha: f32) -> Tensor<B, 2> {
+        let Some(grid) = &self.grid else {
+            return self.wt.clone();
+        };
         let s = self.scales(alpha);
         let len = s.len();
         let st = Tensor::<B, 1>::from_data(TensorData::new(s, [len]), &self.wt.device());
-        let st = if self.per_channel {
+        let st = if grid.per_channel {
             st.reshape([1, self.n])
         } else {
             st.reshape([1, 1])
         };
-        let (qmin, qmax) = self.qrange;
+        let (qmin, qmax) = grid.qrange;
         self.wt
             .clone()
             .div(st.clone())
@@ -202,8 +260,7 @@ pub fn search_linear<B: Backend>(
     x: &[f32],
     weight: &QuantizedTensor,
     input: &ActQuant,
-    candidate_count: u32,
-    rounds: u32,
+    options: SearchOptions,
     device: &B::Device,
 ) -> Result<SearchResult> {
     let params = weight
@@ -221,22 +278,34 @@ pub fn search_linear<B: Backend>(
             got: vec![x.len(), w.len()],
         });
     }
-    let problem = LinearProblem::<B>::new(x, rows, w, bias, [n, k], &params, per_channel, device);
+    let problem =
+        LinearProblem::<B>::new(x, rows, w, bias, [n, k], device).with_grid(&params, per_channel);
     let xt = problem.x.clone();
     let target_norm = l2_norm(&problem.target);
-    let cosine = |y: Tensor<B, 2>| cosine(&y, &problem.target, target_norm);
-    let eval = |alpha: f32, beta: f32| -> Result<f64> {
-        let xq = scaled(input, range, beta).fake_quant(xt.clone())?;
-        Ok(cosine(problem.output(xq, problem.weight(alpha))))
+    let correct = options.bias_correction && bias.is_some();
+    // Each candidate is scored after its own bias correction.
+    let score = |y: Tensor<B, 2>| {
+        let y = if correct {
+            let e = problem.mean_error(&y);
+            y - e
+        } else {
+            y
+        };
+        cosine(&y, &problem.target, target_norm)
     };
-    let before = eval(1.0, 1.0)?;
-    let (mut alpha, mut beta, mut best) = (1.0f32, 1.0f32, before);
-    let grid = candidates(candidate_count);
-    for _ in 0..rounds {
+    let quantized = |alpha: f32, beta: f32| -> Result<Tensor<B, 2>> {
+        let xq = scaled(input, range, beta).fake_quant(xt.clone())?;
+        Ok(problem.output(xq, problem.weight(alpha)))
+    };
+    let before = cosine(&quantized(1.0, 1.0)?, &problem.target, target_norm);
+    let (mut alpha, mut beta) = (1.0f32, 1.0f32);
+    let mut best = score(quantized(1.0, 1.0)?);
+    let grid = candidates(options.candidates);
+    for _ in 0..options.rounds {
         // Weights, with the inputs fixed.
         let xq = scaled(input, range, beta).fake_quant(xt.clone())?;
         for &a in &grid {
-            let sim = cosine(problem.output(xq.clone(), problem.weight(a)));
+            let sim = score(problem.output(xq.clone(), problem.weight(a)));
             if sim > best {
                 (best, alpha) = (sim, a);
             }
@@ -245,12 +314,17 @@ pub fn search_linear<B: Backend>(
         let wq = problem.weight(alpha);
         for &b in &grid {
             let xq = scaled(input, range, b).fake_quant(xt.clone())?;
-            let sim = cosine(problem.output(xq, wq.clone()));
+            let sim = score(problem.output(xq, wq.clone()));
             if sim > best {
                 (best, beta) = (sim, b);
             }
         }
     }
+    let corrected = if correct {
+        problem.corrected_bias(&quantized(alpha, beta)?)?
+    } else {
+        None
+    };
     let chosen = QuantParams {
         scales: problem.scales(alpha),
         ..params
@@ -259,7 +333,41 @@ pub fn search_linear<B: Backend>(
     Ok(SearchResult {
         weight: QuantizedTensor::from_codes(&codes, &chosen)?,
         input: scaled(input, range, beta),
+        bias: corrected,
         similarity_before: before,
         similarity_after: best,
     })
+}
+
+/// Bias correction of a linear layer whose quantizers are already chosen (plain calibration): the rows
+/// `x` (`[rows, k]`) run through the float layer (`w` `[n, k]`, `bias`) and the quantized one (the
+/// dequantized weight `w_hat`, inputs through `input`); returns the bias less the mean error per output
+/// channel ([`LinearProblem::corrected_bias`]).
+pub fn correct_bias<B: Backend>(
+    x: &[f32],
+    [w, w_hat]: [&[f32]; 2],
+    bias: &[f32],
+    [n, k]: [usize; 2],
+    input: &ActQuant,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let rows = x.len() / k.max(1);
+    if rows == 0
+        || x.len() != rows * k
+        || w.len() != n * k
+        || w_hat.len() != n * k
+        || bias.len() != n
+    {
+        return Err(Error::ShapeMismatch {
+            what: "bias correction rows / weight / bias".into(),
+            expected: vec![n, k],
+            got: vec![x.len(), w.len(), w_hat.len(), bias.len()],
+        });
+    }
+    let problem = LinearProblem::<B>::new(x, rows, w, Some(bias), [n, k], device);
+    let y = problem.output(
+        input.fake_quant(problem.x.clone())?,
+        LinearProblem::<B>::transposed(w_hat, [n, k], device),
+    );
+    Ok(problem.corrected_bias(&y)?.unwrap_or_default())
 }

@@ -56,11 +56,15 @@ impl<B: Backend> Model<B> {
         Ok(model)
     }
 
-    /// [`vitq_core::ptq::Quantizable::capture_gradients`]: one forward and backward pass of the float
-    /// copy ([`Model::to_autodiff`]) over `batch`.
-    pub(crate) fn capture(&self, batch: Tensor<B, 4>) -> vitq_core::Result<Vec<Option<Capture>>> {
+    /// [`vitq_core::ptq::Quantizable::capture_gradients`]: `probes` forward and backward passes of the
+    /// float copy ([`Model::to_autodiff`]) over `batch`.
+    pub(crate) fn capture(
+        &self,
+        batch: Tensor<B, 4>,
+        probes: usize,
+    ) -> vitq_core::Result<Vec<Option<Capture>>> {
         let copy = self.to_autodiff(&batch.device()).map_err(core_error)?;
-        hessian::capture_gradients(&copy, Tensor::from_inner(batch), |m, x| {
+        hessian::capture_gradients(&copy, Tensor::from_inner(batch), probes, |m, x| {
             m.forward(x).map_err(core_error)
         })
     }

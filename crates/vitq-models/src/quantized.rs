@@ -100,8 +100,9 @@ impl<B: Backend> Quantizable<B> for Model<B> {
     fn capture_gradients(
         &self,
         batch: Tensor<B, 4>,
+        probes: usize,
     ) -> vitq_core::Result<Vec<Option<vitq_core::hessian::Capture>>> {
-        self.capture(batch)
+        self.capture(batch, probes)
     }
 }
 

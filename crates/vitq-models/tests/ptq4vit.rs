@@ -3,8 +3,8 @@
 
 mod common;
 
-use burn::tensor::activation::softmax;
 use common::*;
+use vitq_core::hessian::{PROBE_SEED, fisher_probe_loss};
 use vitq_core::ptq::Quantizable;
 use vitq_core::ptq4vit::SearchMetric;
 use vitq_core::twin::TwinKind;
@@ -44,29 +44,46 @@ fn ptq4vit(select: bool) -> PtqMethod {
     m
 }
 
-/// The probe's gradient at the head is the analytic one: `∂L/∂z = (softmax(z) − onehot(argmax z)) / N`
-/// for the mean cross-entropy against the model's own top-1; every block layer gets a non-zero gradient.
+/// The gradient captured at the head is the root mean square over the probes of the gradients of
+/// [`fisher_probe_loss`] applied to the logits directly (same logits, same seeds), and every block
+/// layer gets a non-zero gradient.
 #[test]
-fn captured_head_gradient_is_the_analytic_one() {
+fn captured_head_gradient_is_the_probe_loss_gradient() {
+    use burn::backend::Autodiff;
+    use burn::tensor::{Tensor, TensorData};
     let (vit, _) = vit_tiny2_model(AttentionImpl::Layers);
     let x = gaussian_batches(1, 3, 32, 11).remove(0);
-    let z = vit.forward(x.clone()).unwrap();
-    let p = values(softmax(z.clone(), 1));
-    let z = values(z);
-    let captures = vit.capture_gradients(x).unwrap();
+    let z = values(vit.forward(x.clone()).unwrap());
+    let probe = |seed: u64| {
+        let leaf = Tensor::<Autodiff<B>, 2>::from_data(
+            TensorData::new(z.clone(), [3, 10]),
+            &Default::default(),
+        )
+        .require_grad();
+        let grads = fisher_probe_loss(leaf.clone(), seed).unwrap().backward();
+        values(leaf.grad(&grads).unwrap())
+    };
+    let (g0, g1) = (probe(PROBE_SEED), probe(PROBE_SEED + 1));
     let names = vit.layer_names();
-    assert_eq!(captures.len(), names.len());
-    let head = captures.last().unwrap().as_ref().expect("head captured");
-    assert_eq!(head.output_grad.shape, vec![3, 10]);
-    for b in 0..3 {
-        let row = &z[b * 10..(b + 1) * 10];
-        let top = (0..10).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap();
-        for c in 0..10 {
-            let want = (p[b * 10 + c] - f32::from(c == top)) / 3.0;
-            let got = head.output_grad.data[b * 10 + c];
-            assert!((got - want).abs() < 1e-6, "[{b}, {c}]: {got} vs {want}");
+    for probes in [1, 2] {
+        let captures = vit.capture_gradients(x.clone(), probes).unwrap();
+        assert_eq!(captures.len(), names.len());
+        let head = captures.last().unwrap().as_ref().expect("head captured");
+        assert_eq!(head.output_grad.shape, vec![3, 10]);
+        for i in 0..30 {
+            let want = if probes == 1 {
+                g0[i].abs()
+            } else {
+                ((g0[i] * g0[i] + g1[i] * g1[i]) / 2.0).sqrt()
+            };
+            let got = head.output_grad.data[i];
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{probes} probes [{i}]: {got} vs {want}"
+            );
         }
     }
+    let captures = vit.capture_gradients(x, 1).unwrap();
     for (name, c) in names.iter().zip(&captures) {
         if name == "patch_embed.proj" {
             assert!(c.is_none(), "convolutions are not captured");
@@ -115,14 +132,7 @@ fn ptq4vit_beats_min_max_on_the_vit_fixture() {
 fn twin_quantized_model_round_trips_through_a_file() {
     let vit = vit_tiny2_flat_attention();
     let x = gaussian_batches(1, 4, 32, 99).remove(0);
-    let mut method = ptq4vit(true);
-    if let PtqMethod::Ptq4vit {
-        candidates, rounds, ..
-    } = &mut method
-    {
-        (*candidates, *rounds) = (20, 1);
-    }
-    let cfg = config(6, 6, method);
+    let cfg = config(6, 6, ptq4vit(true));
     assert_eq!(
         QuantConfig::from_toml_str(&cfg.to_toml_string().unwrap()).unwrap(),
         cfg
