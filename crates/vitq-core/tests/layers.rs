@@ -31,15 +31,20 @@ fn weight_spec(bits: u32) -> QuantSpec {
     QuantSpec::new(bits, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap()
 }
 
+/// A clipping range narrower than the data, so that clamping is exercised too.
 fn act(bits: u32, scheme: Scheme, x: &[f32]) -> ActQuant {
+    act_scaled(bits, scheme, x, 0.8)
+}
+
+/// A per-tensor quantizer of `x`'s range (including 0) times `factor`.
+fn act_scaled(bits: u32, scheme: Scheme, x: &[f32], factor: f32) -> ActQuant {
     let spec = QuantSpec::new(bits, scheme, Granularity::PerTensor).unwrap();
     let (lo, hi) = x
         .iter()
         .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
-    // A clipping range narrower than the data, so that clamping is exercised too.
     let r = vitq_core::observer::Range {
-        min: lo * 0.8,
-        max: hi * 0.8,
+        min: lo * factor,
+        max: hi * factor,
     };
     let (s, z) = scale_and_zero_point(&spec, r);
     ActQuant {
@@ -351,15 +356,7 @@ fn bias_correction_removes_the_mean_output_error_on_held_out_rows() {
     };
     let (x, held_out) = (draw(rows), draw(rows));
     let qw = QuantizedTensor::quantize(&w, &[n, k], &weight_spec(3)).unwrap();
-    let spec = QuantSpec::new(8, Scheme::Asymmetric, Granularity::PerTensor).unwrap();
-    let (lo, hi) = x
-        .iter()
-        .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
-    let (s, z) = scale_and_zero_point(&spec, vitq_core::observer::Range { min: lo, max: hi });
-    let input = ActQuant {
-        spec,
-        params: Some((s, z)),
-    };
+    let input = act_scaled(8, Scheme::Asymmetric, &x, 1.0);
     let device = Default::default();
     let search = |bias: Option<&[f32]>, bias_correction: bool| {
         let options = SearchOptions {
@@ -422,15 +419,7 @@ fn similarity_search_improves_a_4_bit_layer() {
     let w: Vec<f32> = (0..n * k).map(|_| rng.laplacian() * 0.1).collect();
     let x: Vec<f32> = (0..rows * k).map(|_| rng.gaussian() + 0.3).collect();
     let qw = QuantizedTensor::quantize(&w, &[n, k], &weight_spec(4)).unwrap();
-    let spec = QuantSpec::new(8, Scheme::Asymmetric, Granularity::PerTensor).unwrap();
-    let (lo, hi) = x
-        .iter()
-        .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
-    let (s, z) = scale_and_zero_point(&spec, vitq_core::observer::Range { min: lo, max: hi });
-    let input = ActQuant {
-        spec,
-        params: Some((s, z)),
-    };
+    let input = act_scaled(8, Scheme::Asymmetric, &x, 1.0);
     let found = vitq_core::search::search_linear::<B>(
         &w,
         None,
