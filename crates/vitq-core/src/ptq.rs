@@ -186,10 +186,15 @@ where
         if let (Some(w), Some(Some(a)), LayerMut::Linear(linear)) =
             (&weight, inputs.first(), &mut layer)
         {
+            // Rows are kept only for the search and bias correction.
             let sample = linear.quant.calibration_sample();
-            let (data, shape) = linear.weight_torch()?;
+            let (data, shape) = if sample.is_empty() {
+                (Vec::new(), Vec::new())
+            } else {
+                linear.weight_torch()?
+            };
             let bias = linear.bias_vec()?;
-            if let (&[n, k], false) = (shape.as_slice(), sample.is_empty()) {
+            if let &[n, k] = shape.as_slice() {
                 let device = linear.weight.device();
                 if let PtqMethod::SimilaritySearch {
                     candidates, rounds, ..
