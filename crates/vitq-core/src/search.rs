@@ -342,7 +342,7 @@ pub fn search_linear<B: Backend>(
 /// Bias correction of a linear layer whose quantizers are already chosen (plain calibration): the rows
 /// `x` (`[rows, k]`) run through the float layer (`w` `[n, k]`, `bias`) and the quantized one (the
 /// dequantized weight `w_hat`, inputs through `input`); returns the bias less the mean error per output
-/// channel ([`LinearProblem::corrected_bias`]).
+/// channel (the same correction the searches apply).
 pub fn correct_bias<B: Backend>(
     x: &[f32],
     [w, w_hat]: [&[f32]; 2],
