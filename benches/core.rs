@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
 /// A W8A8 linear layer at ViT-B/16 fc1 shapes (197 tokens × 768 → 3072) in integers (activation
 /// quantization, i8 GEMM, rescale included) against the f32 layer on burn's Flex backend.
 fn bench_w8a8_linear(c: &mut Criterion) {
-    use vitq_core::kernels::{Kernel, gemm_i8_with};
+    use vitq_core::kernels::{IntWeight, Kernel, gemm_i8_with};
     use vitq_core::layers::{ActQuant, QLinear};
     use vitq_core::{Granularity, QuantSpec, QuantizedTensor, Scheme};
     let (m, d_in, d_out) = (197, 768, 3072);
@@ -159,6 +159,14 @@ fn bench_w8a8_linear(c: &mut Criterion) {
     {
         g.bench_function(format!("gemm_i8_{kernel:?}"), |b| {
             b.iter(|| gemm_i8_with(kernel, black_box(&xq), &codes, m, d_out, d_in).unwrap())
+        });
+        // The weight laid out for the kernel once, as the quantized layers hold it.
+        let w = IntWeight::new(codes.clone(), vec![1.0; d_out], d_out, d_in)
+            .unwrap()
+            .with_kernel(kernel)
+            .unwrap();
+        g.bench_function(format!("gemm_i8_{kernel:?}_prepacked"), |b| {
+            b.iter(|| w.gemm(black_box(&xq), m).unwrap())
         });
     }
     g.finish();

@@ -129,78 +129,95 @@ pub fn gemm_i8_with(
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni => {
-            let packed = vnni::Packed::new(b, n, k);
-            // A flipped to the unsigned bytes vpdpbusd multiplies (a ⊕ 0x80 = a + 128), rows padded
-            // to whole groups of 4 (the padding meets zero weights).
-            let stride = packed.row_bytes();
-            let mut flipped = vec![0u8; m * stride];
-            flipped
-                .par_chunks_mut(stride)
-                .zip(a.par_chunks(k))
-                .for_each(|(dst, src)| {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = (v as u8) ^ 0x80;
-                    }
-                });
-            // Tasks own a block of at most `ROWS` rows of A and `COLS` columns of C (the packed weight
-            // panel, ≤ 64·k bytes, stays in L2), swept in 4-row × 64-column register tiles; each writes
-            // a `[rows, cols]` block that is then scattered. Splitting rows too keeps every core busy
-            // when `n` is small (a conv's 16 channels).
-            const COLS: usize = 4 * vnni::LANES;
-            const ROWS: usize = 256;
-            let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
-                .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
-                .collect();
-            let blocks: Vec<(usize, usize, Vec<i32>)> = tasks
-                .into_par_iter()
-                .map(|(r0, j0)| {
-                    let cols = COLS.min(n - j0);
-                    let rows_blk = ROWS.min(m - r0);
-                    let mut out = vec![0i32; rows_blk * cols];
-                    // Rows per register tile: 16 accumulators whatever the number of column blocks.
-                    let step = vnni::tile_rows(cols);
-                    // k in chunks of KC groups, so that the panel's slice (64 columns × 4·KC
-                    // bytes, 16 KiB) stays in L1 while every row tile of the block reads it.
-                    const KC: usize = 64;
-                    for g0 in (0..packed.groups()).step_by(KC) {
-                        let groups = g0..(g0 + KC).min(packed.groups());
-                        for i0 in (0..rows_blk).step_by(step) {
-                            let rows = step.min(rows_blk - i0);
-                            let a0 = (r0 + i0) * stride;
-                            // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at
-                            // run time; the slices have the lengths `vnni::tile` requires.
-                            unsafe {
-                                vnni::tile(
-                                    &flipped[a0..a0 + rows * stride],
-                                    &packed,
-                                    j0,
-                                    groups.clone(),
-                                    &mut out[i0 * cols..(i0 + rows) * cols],
-                                    rows,
-                                    cols,
-                                )
-                            };
-                        }
-                    }
-                    (r0, j0, out)
-                })
-                .collect();
-            for (r0, j0, out) in blocks {
-                let cols = COLS.min(n - j0);
-                for (i, row) in out.chunks_exact(cols).enumerate() {
-                    let at = (r0 + i) * n + j0;
-                    c[at..at + cols].copy_from_slice(row);
-                }
-            }
+            // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at run time.
+            unsafe { gemm_vnni(a, &vnni::Packed::new(b, n, k), m, n, k, &mut c) }
         }
-        _ => c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            let ai = &a[i * k..(i + 1) * k];
-            for (j, out) in row.iter_mut().enumerate() {
-                *out = dot_portable(ai, &b[j * k..(j + 1) * k]);
-            }
-        }),
+        _ => gemm_portable(a, b, k, &mut c),
     }
     Ok(c)
+}
+
+/// The portable path of [`gemm_i8_with`], into `c` (`m × n`, `n` the rows of `b`; `k` ≥ 1).
+fn gemm_portable(a: &[i8], b: &[i8], k: usize, c: &mut [i32]) {
+    let n = b.len() / k.max(1);
+    c.par_chunks_mut(n.max(1))
+        .zip(a.par_chunks(k.max(1)))
+        .for_each(|(row, ai)| {
+            for (out, bj) in row.iter_mut().zip(b.chunks_exact(k)) {
+                *out = dot_portable(ai, bj);
+            }
+        });
+}
+
+/// The VNNI path of [`gemm_i8_with`] on weights already packed, into `c` (`m × n`, zeroed).
+///
+/// # Safety
+/// The CPU must have avx512f, avx512bw and avx512vnni; `a.len() == m·k`, `packed` is `[n, k]`,
+/// `m`, `n` and `k` ≥ 1.
+#[cfg(target_arch = "x86_64")]
+unsafe fn gemm_vnni(a: &[i8], packed: &vnni::Packed, m: usize, n: usize, k: usize, c: &mut [i32]) {
+    // A flipped to the unsigned bytes vpdpbusd multiplies (a ⊕ 0x80 = a + 128), rows padded
+    // to whole groups of 4 (the padding meets zero weights).
+    let stride = packed.row_bytes();
+    let mut flipped = vec![0u8; m * stride];
+    flipped
+        .par_chunks_mut(stride)
+        .zip(a.par_chunks(k))
+        .for_each(|(dst, src)| {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = (v as u8) ^ 0x80;
+            }
+        });
+    // Tasks own a block of at most `ROWS` rows of A and `COLS` columns of C (the packed weight
+    // panel, ≤ 64·k bytes, stays in L2), swept in 4-row × 64-column register tiles; each writes
+    // a `[rows, cols]` block that is then scattered. Splitting rows too keeps every core busy
+    // when `n` is small (a conv's 16 channels).
+    const COLS: usize = 4 * vnni::LANES;
+    const ROWS: usize = 256;
+    let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
+        .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
+        .collect();
+    let blocks: Vec<(usize, usize, Vec<i32>)> = tasks
+        .into_par_iter()
+        .map(|(r0, j0)| {
+            let cols = COLS.min(n - j0);
+            let rows_blk = ROWS.min(m - r0);
+            let mut out = vec![0i32; rows_blk * cols];
+            // Rows per register tile: 16 accumulators whatever the number of column blocks.
+            let step = vnni::tile_rows(cols);
+            // k in chunks of KC groups, so that the panel's slice (64 columns × 4·KC
+            // bytes, 16 KiB) stays in L1 while every row tile of the block reads it.
+            const KC: usize = 64;
+            for g0 in (0..packed.groups()).step_by(KC) {
+                let groups = g0..(g0 + KC).min(packed.groups());
+                for i0 in (0..rows_blk).step_by(step) {
+                    let rows = step.min(rows_blk - i0);
+                    let a0 = (r0 + i0) * stride;
+                    // SAFETY: the CPU features are this function's contract; the slices have
+                    // the lengths `vnni::tile` requires.
+                    unsafe {
+                        vnni::tile(
+                            &flipped[a0..a0 + rows * stride],
+                            packed,
+                            j0,
+                            groups.clone(),
+                            &mut out[i0 * cols..(i0 + rows) * cols],
+                            rows,
+                            cols,
+                        )
+                    };
+                }
+            }
+            (r0, j0, out)
+        })
+        .collect();
+    for (r0, j0, out) in blocks {
+        let cols = COLS.min(n - j0);
+        for (i, row) in out.chunks_exact(cols).enumerate() {
+            let at = (r0 + i) * n + j0;
+            c[at..at + cols].copy_from_slice(row);
+        }
+    }
 }
 
 /// Dot product in blocks of 16 with i32 lanes; LLVM vectorises it (pmaddwd on x86).
@@ -240,6 +257,7 @@ mod vnni {
     /// columns and each group of 4 `k`, one 64-byte vector holding the 4 bytes of each column
     /// (zero-padded past `n` and `k`); and `128 · Σ_k B[j, k]` per column (the correction for the
     /// flipped activations), zero-padded to whole blocks.
+    #[derive(Clone, Debug, PartialEq)]
     pub struct Packed {
         data: Vec<i8>,
         correction: Vec<i32>,
@@ -262,7 +280,7 @@ mod vnni {
             let blocks = n.div_ceil(LANES);
             let mut data = vec![0i8; blocks * groups * 64];
             // One block of 16 columns per task, written in order (64 bytes per group of 4 k).
-            data.par_chunks_mut(groups * 64)
+            data.par_chunks_mut((groups * 64).max(1))
                 .enumerate()
                 .for_each(|(block, dst)| {
                     for lane in 0..LANES.min(n - block * LANES) {
@@ -273,7 +291,7 @@ mod vnni {
                     }
                 });
             let mut correction = vec![0i32; blocks * LANES];
-            for (j, row) in b.chunks_exact(k).enumerate() {
+            for (j, row) in b.chunks_exact(k.max(1)).enumerate() {
                 correction[j] = 128 * row.iter().map(|&v| i32::from(v)).sum::<i32>();
             }
             Self {
@@ -281,6 +299,20 @@ mod vnni {
                 correction,
                 groups,
             }
+        }
+
+        /// B back in its row-major `[n, k]` layout.
+        pub fn unpack(&self, n: usize, k: usize) -> Vec<i8> {
+            let mut b = vec![0i8; n * k];
+            for (j, row) in b.chunks_exact_mut(k.max(1)).enumerate() {
+                let (block, lane) = (j / LANES, j % LANES);
+                let src = &self.data[block * self.groups * 64..][..self.groups * 64];
+                for (g, quad) in row.chunks_mut(4).enumerate() {
+                    let len = quad.len();
+                    quad.copy_from_slice(&src[g * 64 + lane * 4..][..len]);
+                }
+            }
+            b
         }
     }
 
@@ -437,21 +469,139 @@ mod vnni {
 /// The weights of one layer ready for the integer GEMM: symmetric codes `[n, k]` (PyTorch layout: one row
 /// per output channel, conv kernels flattened), one scale per row, and each row's code sum (used to
 /// correct for the activations' zero point).
+///
+/// The codes are laid out once, when the weight is built, for the kernel that will run them
+/// ([`IntWeight::kernel`]: the fastest this CPU has, or the one given to [`IntWeight::with_kernel`]):
+/// the AVX-512 VNNI kernel's column panels, or row-major codes for the portable one. Only that one copy
+/// is kept, so [`linear_i8`] repacks nothing per call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IntWeight {
-    /// Codes, row-major `[n, k]`.
-    pub codes: Vec<i8>,
-    /// One scale per output row.
-    pub scales: Vec<f32>,
-    /// `Σ_k codes[j, k]` per row.
-    pub row_sums: Vec<i32>,
-    /// Output rows.
-    pub n: usize,
-    /// Inner dimension.
-    pub k: usize,
+    layout: Layout,
+    scales: Vec<f32>,
+    row_sums: Vec<i32>,
+    n: usize,
+    k: usize,
+}
+
+/// The codes of an [`IntWeight`], as its kernel reads them.
+#[derive(Clone, Debug, PartialEq)]
+enum Layout {
+    /// Row-major `[n, k]` (the portable kernel).
+    Rows(Vec<i8>),
+    /// Column panels of the AVX-512 VNNI kernel.
+    #[cfg(target_arch = "x86_64")]
+    Vnni(vnni::Packed),
 }
 
 impl IntWeight {
+    /// From codes (row-major `[n, k]`) and one scale per row, laid out for [`Kernel::best`].
+    pub fn new(codes: Vec<i8>, scales: Vec<f32>, n: usize, k: usize) -> Result<Self> {
+        if codes.len() != n * k || scales.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "integer weight codes and scales".into(),
+                expected: vec![n, k],
+                got: vec![codes.len(), scales.len()],
+            });
+        }
+        if k > MAX_K {
+            return Err(Error::Unsupported(format!(
+                "int8 GEMM with k = {k} > {MAX_K} could overflow i32"
+            )));
+        }
+        let row_sums = codes
+            .chunks_exact(k.max(1))
+            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+            .collect();
+        Self {
+            layout: Layout::Rows(codes),
+            scales,
+            row_sums,
+            n,
+            k,
+        }
+        .with_kernel(Kernel::best())
+    }
+
+    /// The same weight laid out for `kernel`; [`Error::Unsupported`] if this CPU cannot run it.
+    pub fn with_kernel(self, kernel: Kernel) -> Result<Self> {
+        if !kernel.is_available() {
+            return Err(Error::Unsupported(format!(
+                "the {kernel:?} int8 kernel needs CPU features this machine lacks"
+            )));
+        }
+        if kernel == self.kernel() {
+            return Ok(self);
+        }
+        let codes = self.codes();
+        let layout = match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Layout::Vnni(vnni::Packed::new(&codes, self.n, self.k)),
+            _ => Layout::Rows(codes),
+        };
+        Ok(Self { layout, ..self })
+    }
+
+    /// The kernel the codes are laid out for.
+    pub fn kernel(&self) -> Kernel {
+        match self.layout {
+            Layout::Rows(_) => Kernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Layout::Vnni(_) => Kernel::Avx512Vnni,
+        }
+    }
+
+    /// The codes, row-major `[n, k]` (a copy; unpacked from the kernel's layout where needed).
+    pub fn codes(&self) -> Vec<i8> {
+        match &self.layout {
+            Layout::Rows(c) => c.clone(),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Vnni(p) => p.unpack(self.n, self.k),
+        }
+    }
+
+    /// One scale per output row.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// `Σ_k codes[j, k]` per row.
+    pub fn row_sums(&self) -> &[i32] {
+        &self.row_sums
+    }
+
+    /// Output rows.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inner dimension.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `A · codesᵀ` for `A` `[m, k]`, equal to [`gemm_i8_ref`] bit for bit.
+    pub fn gemm(&self, a: &[i8], m: usize) -> Result<Vec<i32>> {
+        if a.len() != m * self.k {
+            return Err(Error::ShapeMismatch {
+                what: "int8 GEMM activations".into(),
+                expected: vec![m, self.k],
+                got: vec![a.len()],
+            });
+        }
+        let mut c = vec![0i32; m * self.n];
+        if m == 0 || self.n == 0 || self.k == 0 {
+            return Ok(c);
+        }
+        match &self.layout {
+            Layout::Rows(b) => gemm_portable(a, b, self.k, &mut c),
+            // SAFETY: the layout is built only where `is_available()` found the CPU features
+            // (`with_kernel`); `a` is `[m, k]` and the panels `[n, k]`.
+            #[cfg(target_arch = "x86_64")]
+            Layout::Vnni(p) => unsafe { gemm_vnni(a, p, m, self.n, self.k, &mut c) },
+        }
+        Ok(c)
+    }
+
     /// From a uniform, symmetric [`QuantizedTensor`](crate::QuantizedTensor) quantized per tensor or per
     /// output channel (axis 0); its shape `[n, ...]` is read as `[n, k]`. Other encodings are
     /// [`Error::Unsupported`]: they run through the simulated (dequantized) path instead.
@@ -484,22 +634,12 @@ impl IntWeight {
         } else {
             vec![params.scales[0]; n]
         };
-        let row_sums = codes
-            .chunks_exact(k.max(1))
-            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
-            .collect();
-        Ok(Self {
-            codes,
-            scales,
-            row_sums,
-            n,
-            k,
-        })
+        Self::new(codes, scales, n, k)
     }
 
     /// The codes of a conv weight `[out, in, kh, kw]` reordered to `[out, kh, kw, in]`, the column order
     /// of [`im2col_i8`]. Scales and row sums do not change.
-    pub fn to_hwc(mut self, cin: usize, kh: usize, kw: usize) -> Result<Self> {
+    pub fn to_hwc(self, cin: usize, kh: usize, kw: usize) -> Result<Self> {
         if cin * kh * kw != self.k {
             return Err(Error::ShapeMismatch {
                 what: "conv weight codes".into(),
@@ -507,11 +647,12 @@ impl IntWeight {
                 got: vec![self.n, self.k],
             });
         }
-        let mut out = vec![0i8; self.codes.len()];
-        for (src, dst) in self
-            .codes
-            .chunks_exact(self.k)
-            .zip(out.chunks_exact_mut(self.k))
+        let kernel = self.kernel();
+        let codes = self.codes();
+        let mut out = vec![0i8; codes.len()];
+        for (src, dst) in codes
+            .chunks_exact(self.k.max(1))
+            .zip(out.chunks_exact_mut(self.k.max(1)))
         {
             for ci in 0..cin {
                 for y in 0..kh {
@@ -521,8 +662,7 @@ impl IntWeight {
                 }
             }
         }
-        self.codes = out;
-        Ok(self)
+        Self::new(out, self.scales, self.n, self.k)?.with_kernel(kernel)
     }
 
     /// Quantizes a float weight `[n, k]` to `bits`-bit symmetric codes, one min-max scale per row.
@@ -647,7 +787,7 @@ pub fn linear_i8(
             got: vec![b.len()],
         });
     }
-    let acc = gemm_i8(x, &w.codes, m, w.n, w.k)?;
+    let acc = w.gemm(x, m)?;
     let col_scale: Vec<f32> = w.scales.iter().map(|s| s * scale).collect();
     let col_zero: Vec<i32> = w.row_sums.iter().map(|s| s * zero).collect();
     let zeros = vec![0f32; w.n];

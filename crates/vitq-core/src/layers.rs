@@ -674,7 +674,10 @@ impl<B: Backend> QLinear<B> {
             HostKernel::Integer(a, w) => {
                 let (s, z) = a.params_for(&data);
                 let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
-                (kernels::linear_i8(&xq, zq, s, w, bias.as_deref(), m)?, w.n)
+                (
+                    kernels::linear_i8(&xq, zq, s, w, bias.as_deref(), m)?,
+                    w.n(),
+                )
             }
             HostKernel::Tiled(w) => (weight_only::linear(&data, m, w, bias.as_deref())?, w.n),
         };
@@ -806,10 +809,10 @@ impl<B: Backend> QConv2d<B> {
             padding: self.padding,
             dilation: self.dilation,
         };
-        if shape[1] * kh * kw != w.k {
+        if shape[1] * kh * kw != w.k() {
             return Err(Error::ShapeMismatch {
                 what: format!("input channels of conv `{}`", self.name),
-                expected: vec![w.k / (kh * kw).max(1)],
+                expected: vec![w.k() / (kh * kw).max(1)],
                 got: shape,
             });
         }
@@ -825,14 +828,14 @@ impl<B: Backend> QConv2d<B> {
         out.par_chunks_mut(plane.max(1))
             .enumerate()
             .for_each(|(bc, dst)| {
-                let (b, c) = (bc / w.n, bc % w.n);
-                let src = &y[b * plane * w.n..][..plane * w.n];
+                let (b, c) = (bc / w.n(), bc % w.n());
+                let src = &y[b * plane * w.n()..][..plane * w.n()];
                 for (p, d) in dst.iter_mut().enumerate() {
-                    *d = src[p * w.n + c];
+                    *d = src[p * w.n() + c];
                 }
             });
         Ok(Tensor::from_data(
-            TensorData::new(out, [n, w.n, oh, ow]),
+            TensorData::new(out, [n, w.n(), oh, ow]),
             &x.device(),
         ))
     }

@@ -22,6 +22,61 @@ proptest! {
             prop_assert_eq!(&gemm_i8_with(kernel, &a, &b, m, n, k).unwrap(), &want, "{:?}", kernel);
         }
     }
+
+    /// A weight laid out once for each kernel: the codes read back unchanged and its product equals
+    /// the reference on the row-major codes.
+    #[test]
+    fn prepacked_weight_equals_reference(m in 0usize..9, n in 0usize..80, k in 0usize..140, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let a: Vec<i8> = (0..m * k).map(|_| rng.next_u64() as i8).collect();
+        let b: Vec<i8> = (0..n * k).map(|_| rng.next_u64() as i8).collect();
+        let want = gemm_i8_ref(&a, &b, m, n, k).unwrap();
+        let w = IntWeight::new(b.clone(), vec![1.0; n], n, k).unwrap();
+        prop_assert_eq!(w.kernel(), Kernel::best());
+        for kernel in [Kernel::Portable, Kernel::Avx512Vnni].into_iter().filter(|k| k.is_available()) {
+            let w = w.clone().with_kernel(kernel).unwrap();
+            prop_assert_eq!(w.kernel(), kernel);
+            prop_assert_eq!(&w.codes(), &b);
+            prop_assert_eq!(&w.gemm(&a, m).unwrap(), &want, "{:?}", kernel);
+        }
+    }
+}
+
+/// A conv weight reordered for im2col gives the same codes whichever kernel it is laid out for.
+#[test]
+fn conv_reorder_is_the_same_for_every_layout() {
+    let (n, cin, kh, kw) = (5, 3, 3, 2);
+    let k = cin * kh * kw;
+    let codes: Vec<i8> = (0..n * k).map(|v| (v % 251) as i8).collect();
+    let mut want = vec![0i8; n * k];
+    for o in 0..n {
+        for ci in 0..cin {
+            for y in 0..kh {
+                for x in 0..kw {
+                    want[o * k + (y * kw + x) * cin + ci] = codes[o * k + (ci * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    for kernel in [Kernel::Portable, Kernel::Avx512Vnni]
+        .into_iter()
+        .filter(|k| k.is_available())
+    {
+        let w = IntWeight::new(codes.clone(), vec![0.5; n], n, k)
+            .unwrap()
+            .with_kernel(kernel)
+            .unwrap()
+            .to_hwc(cin, kh, kw)
+            .unwrap();
+        assert_eq!(w.kernel(), kernel);
+        assert_eq!(w.codes(), want, "{kernel:?}");
+        assert_eq!(
+            w.row_sums(),
+            IntWeight::new(want.clone(), vec![0.5; n], n, k)
+                .unwrap()
+                .row_sums()
+        );
+    }
 }
 
 #[test]
@@ -58,7 +113,10 @@ fn vit_b16_shapes_and_worst_case_values() {
 fn bad_shapes_are_errors() {
     assert!(gemm_i8(&[0; 5], &[0; 6], 2, 2, 3).is_err());
     assert!(gemm_i8(&[0; 6], &[0; 5], 2, 2, 3).is_err());
+    assert!(IntWeight::new(vec![0; 5], vec![1.0; 2], 2, 3).is_err());
+    assert!(IntWeight::new(vec![0; 6], vec![1.0; 3], 2, 3).is_err());
     let w = IntWeight::from_f32(&[0.5; 6], 2, 3, 8).unwrap();
+    assert!(w.gemm(&[1; 4], 2).is_err());
     assert!(linear_i8(&[1; 5], 0, 1.0, &w, None, 2).is_err());
     assert!(linear_i8(&[1; 3], 0, 1.0, &w, Some(&[0.0; 3]), 1).is_err());
     let g = ConvGeometry {
