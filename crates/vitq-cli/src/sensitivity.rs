@@ -200,6 +200,11 @@ impl ModelEval {
         )?)
     }
 
+    /// The calibration batches.
+    pub fn calibration(&self) -> &[Tensor<B, 4>] {
+        &self.calib
+    }
+
     /// The float model's logits.
     pub fn reference(&self) -> Result<Logits> {
         self.logits_inner(None)

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use vitq_core::QuantConfig;
+use vitq_core::nuclear::sample_layers;
 use vitq_energy::{EnergyTable, Network};
 use vitq_sensitivity::mixed::{
-    Allocation, Budget, ConfigCost, Objective, Request, allocatable_layers, allocate, check_budget,
+    Budget, ConfigCost, LayerPick, Objective, Request, allocatable_layers, allocate, check_budget,
     config_cost,
 };
+use vitq_sensitivity::nuclear::{self, LayerNuclear, NuclearRequest, allocate_nuclear};
 use vitq_sensitivity::pareto::{PlotOptions, Point, plot_png, to_csv, write_atomic};
 use vitq_sensitivity::{Candidate, Job, Logits, Mode, Setting, Store, candidate_jobs, uniform_at};
 
@@ -26,7 +28,11 @@ pub struct AllocArgs {
     /// weight and activation bits (`w4a8,w8a8`).
     #[arg(long, default_value = "2,3,4,5,6,8")]
     pub candidates: String,
-    /// The summed per-layer sensitivity: kl, noise (10^(-SQNR/10)) or accuracy-drop.
+    /// What the allocation minimizes. Measured by evaluating the model with one layer at each
+    /// candidate: kl, noise (10^(-SQNR/10)) or accuracy-drop, summed over layers. Or Liu et al.'s
+    /// nuclear-norm criteria, from calibration data alone (no evaluation; linear layers only, the
+    /// others keep the setting's bits): nuclear (Σ ‖Y‖_* · ‖Ŷ − Y‖², the paper's) or
+    /// nuclear-weighted-bits (maximize Σ ‖Y‖_* · bits).
     #[arg(long, default_value = "kl")]
     pub objective: String,
     /// Energy table (TOML, see docs/energy.md); default Horowitz 45 nm.
@@ -34,11 +40,67 @@ pub struct AllocArgs {
     pub energy_table: Option<PathBuf>,
 }
 
+/// Input rows sampled per linear layer for the nuclear-norm criteria (as `examples/nuclear_mixed.rs`).
+const NUCLEAR_ROWS: usize = 256;
+
+/// What `--objective` asks for.
+#[derive(Clone, Copy, Debug)]
+enum Minimized {
+    /// A sensitivity measured by evaluating the model.
+    Measured(Objective),
+    /// A nuclear-norm criterion (`vitq_sensitivity::nuclear`).
+    Nuclear(nuclear::Criterion),
+}
+
+impl std::str::FromStr for Minimized {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.strip_prefix("nuclear") {
+            Some("") => Minimized::Nuclear(nuclear::Criterion::Perturbation),
+            Some(c) => Minimized::Nuclear(c.trim_start_matches('-').parse()?),
+            None => Minimized::Measured(s.parse()?),
+        })
+    }
+}
+
+impl std::fmt::Display for Minimized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Minimized::Measured(o) => write!(f, "{o}"),
+            Minimized::Nuclear(c) => write!(f, "nuclear {c}"),
+        }
+    }
+}
+
+/// What an allocation is made from: the store's measured sensitivities, or nuclear norms.
+enum Measurements {
+    Store,
+    Nuclear(Vec<LayerNuclear>),
+}
+
+/// An allocation, whichever way it was made.
+#[derive(Serialize)]
+struct Picked {
+    budget: Budget,
+    objective: String,
+    /// Per allocated layer, in network order.
+    layers: Vec<LayerPick>,
+    /// Total cost in the budget's unit.
+    cost: f64,
+    /// The minimized total.
+    score: f64,
+    #[serde(skip)]
+    config: QuantConfig,
+    /// The config as TOML with its comment header.
+    #[serde(skip)]
+    toml: String,
+}
+
 /// The parsed [`AllocArgs`] and what measuring them needs.
 struct Alloc {
     setting: Setting,
     candidates: Vec<Candidate>,
-    objective: Objective,
+    objective: Minimized,
     table: EnergyTable,
     network: Network,
 }
@@ -51,7 +113,10 @@ impl Alloc {
         let setting =
             Setting::parse(&a.setting).with_context(|| format!("setting `{}`", a.setting))?;
         let candidates = Candidate::parse_list(&a.candidates)?;
-        let objective: Objective = a.objective.parse()?;
+        let objective: Minimized = a
+            .objective
+            .parse()
+            .with_context(|| format!("--objective `{}`", a.objective))?;
         let table = match &a.energy_table {
             Some(p) => EnergyTable::load(p)?,
             None => EnergyTable::default(),
@@ -74,14 +139,35 @@ impl Alloc {
         })
     }
 
-    /// Measures every (layer, candidate) sensitivity missing from the store.
+    /// Measures every (layer, candidate) sensitivity missing from the store, or the nuclear norms and
+    /// output perturbations.
     fn measure(
         &self,
         eval: &mut ModelEval,
         reference: &Logits,
         store: &mut Store,
         quiet: bool,
-    ) -> Result<()> {
+    ) -> Result<Measurements> {
+        if let Minimized::Nuclear(_) = self.objective {
+            let batches = eval.calibration().to_vec();
+            if !quiet {
+                eprintln!(
+                    "nuclear norms: {NUCLEAR_ROWS} input rows per linear layer from {} calibration batches",
+                    batches.len()
+                );
+            }
+            let samples = sample_layers(&mut eval.model, batches, NUCLEAR_ROWS)?;
+            let measured = nuclear::measure(&samples, &self.setting, &self.candidates)?;
+            if measured.iter().all(|m| m.perturbation.is_empty()) {
+                bail!(
+                    "--objective {}: the nuclear-norm criteria measure linear layers, and `{}` quantizes \
+                     none of this model's",
+                    self.objective,
+                    self.setting.name
+                );
+            }
+            return Ok(Measurements::Nuclear(measured));
+        }
         let layers = allocatable_layers(&self.network, &self.setting);
         if layers != eval.all_layers {
             let missing: Vec<&String> = eval
@@ -104,7 +190,7 @@ impl Alloc {
             );
         }
         run_with_bar(&jobs, eval, reference, store, quiet)?;
-        Ok(())
+        Ok(Measurements::Store)
     }
 
     fn budget(&self, kind: &str, value: &str) -> Result<Budget> {
@@ -148,16 +234,51 @@ impl Alloc {
         Ok(budget)
     }
 
-    fn allocate(&self, budget: Budget, store: &Store) -> Result<Allocation> {
-        let req = Request {
-            network: &self.network,
-            setting: &self.setting,
-            candidates: &self.candidates,
-            budget,
-            objective: self.objective,
-            table: &self.table,
-        };
-        Ok(allocate(&req, store)?)
+    fn allocate(&self, budget: Budget, store: &Store, measured: &Measurements) -> Result<Picked> {
+        let objective = self.objective.to_string();
+        Ok(match (self.objective, measured) {
+            (Minimized::Measured(objective), Measurements::Store) => {
+                let req = Request {
+                    network: &self.network,
+                    setting: &self.setting,
+                    candidates: &self.candidates,
+                    budget,
+                    objective,
+                    table: &self.table,
+                };
+                let a = allocate(&req, store)?;
+                Picked {
+                    toml: a.to_toml()?,
+                    budget: a.budget,
+                    objective: objective.to_string(),
+                    layers: a.layers,
+                    cost: a.cost,
+                    score: a.score,
+                    config: a.config,
+                }
+            }
+            (Minimized::Nuclear(criterion), Measurements::Nuclear(m)) => {
+                let req = NuclearRequest {
+                    network: &self.network,
+                    setting: &self.setting,
+                    candidates: &self.candidates,
+                    budget,
+                    criterion,
+                    table: &self.table,
+                };
+                let a = allocate_nuclear(&req, m)?;
+                Picked {
+                    toml: a.to_toml()?,
+                    budget: a.budget,
+                    objective,
+                    layers: a.layers,
+                    cost: a.cost,
+                    score: a.score,
+                    config: a.config,
+                }
+            }
+            _ => bail!("the measurements do not match --objective {objective}"),
+        })
     }
 }
 
@@ -213,7 +334,7 @@ pub struct MixedArgs {
 #[derive(Serialize)]
 struct MixedReport<'a> {
     setting: String,
-    allocation: &'a Allocation,
+    allocation: &'a Picked,
     cost: ConfigCost,
     setting_cost: ConfigCost,
     out: Option<String>,
@@ -241,8 +362,8 @@ pub fn run_mixed(args: &MixedArgs) -> Result<()> {
     let mut eval = ModelEval::load(&args.common)?;
     let mut store = eval.store(args.common.resume.as_deref())?;
     let reference = eval.reference()?;
-    alloc.measure(&mut eval, &reference, &mut store, quiet)?;
-    let a = alloc.allocate(budget, &store)?;
+    let measured = alloc.measure(&mut eval, &reference, &mut store, quiet)?;
+    let a = alloc.allocate(budget, &store, &measured)?;
     let cost = config_cost(&alloc.network, &a.config, &alloc.table)?;
     let setting_cost = config_cost(&alloc.network, &alloc.setting.config, &alloc.table)?;
     let (accuracy, setting_accuracy) = if args.eval {
@@ -262,9 +383,9 @@ pub fn run_mixed(args: &MixedArgs) -> Result<()> {
         (None, None)
     };
     if let Some(out) = &args.out {
-        let text = a.to_toml()?;
+        let text = &a.toml;
         // The config must read back and name only this model's layers.
-        QuantConfig::from_toml_str(&text)?.check_layers(&eval.all_layers)?;
+        QuantConfig::from_toml_str(text)?.check_layers(&eval.all_layers)?;
         write_atomic(out, text.as_bytes())?;
     }
     let report = MixedReport {
@@ -292,12 +413,12 @@ fn print_mixed(r: &MixedReport<'_>) {
         r.setting, a.budget, a.objective
     );
     println!(
-        "{:<18} {:>6} {:>14} {:>12}",
+        "{:<24} {:>6} {:>14} {:>12}",
         "layer", "bits", "cost", "sensitivity"
     );
     for p in &a.layers {
         println!(
-            "{:<18} {:>6} {:>14.1} {:>12.6}",
+            "{:<24} {:>6} {:>14.1} {:>12.6}",
             p.layer,
             p.candidate.to_string(),
             p.cost,
@@ -400,13 +521,13 @@ pub fn run_pareto(args: &ParetoArgs) -> Result<()> {
     let mut store = eval.store(args.common.resume.as_deref())?;
     let reference = eval.reference()?;
     if !budgets.is_empty() {
-        alloc.measure(&mut eval, &reference, &mut store, quiet)?;
-    }
-    for (name, budget) in budgets {
-        let a = alloc
-            .allocate(budget, &store)
-            .with_context(|| name.clone())?;
-        configs.push((name, "mixed".into(), a.config));
+        let measured = alloc.measure(&mut eval, &reference, &mut store, quiet)?;
+        for (name, budget) in budgets {
+            let a = alloc
+                .allocate(budget, &store, &measured)
+                .with_context(|| name.clone())?;
+            configs.push((name, "mixed".into(), a.config));
+        }
     }
     let named: Vec<(String, QuantConfig)> = configs
         .iter()

@@ -189,6 +189,85 @@ fn mixed_writes_a_config_that_quantize_takes_and_pareto_reuses_the_measurements(
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
 }
 
+/// `--objective nuclear` allocates from calibration data alone: nothing is evaluated, so the results
+/// file stays empty (and `pareto` adds only its whole configs). ResNet-20 has one linear layer (`linear`), the only one the nuclear-norm criteria
+/// measure; its convolutions keep the setting's bits.
+#[test]
+fn mixed_with_the_nuclear_criterion_evaluates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("sens.jsonl");
+    let toml = dir.path().join("nuclear.toml");
+    let t = toml.to_string_lossy().into_owned();
+    let report = last_json(&run(
+        "mixed",
+        &[
+            "--setting",
+            "w4a8",
+            "--candidates",
+            "4,8",
+            "--objective",
+            "nuclear",
+            "--budget-bits",
+            "6",
+            "--out",
+            &t,
+            "--resume",
+            &results.to_string_lossy(),
+            "--json",
+        ],
+    ));
+    assert_eq!(report["allocation"]["objective"], "nuclear perturbation");
+    let picks = report["allocation"]["layers"].as_array().unwrap();
+    let linear = picks.iter().find(|p| p["layer"] == "linear").unwrap();
+    // 640 weights: 8 bits fit the budget and perturb the output less than 4.
+    assert_eq!(linear["candidate"], "w8", "{report}");
+    assert!(linear["score"].as_f64().unwrap() > 0.0, "{report}");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("Nuclear-norm mixed precision"), "{text}");
+    let cfg = QuantConfig::from_toml_str(&text).unwrap();
+    assert_eq!(cfg.resolve("linear").weights.unwrap().bits.get(), 8);
+    assert_eq!(cfg.resolve("layer1.0.conv1").weights.unwrap().bits.get(), 4);
+    let evaluated = std::fs::read_to_string(&results).map_or(0, |s| s.lines().count());
+    assert_eq!(evaluated, 0);
+
+    // `pareto` with the same objective evaluates only the whole configs: one uniform, one mixed.
+    let points = last_json(&run(
+        "pareto",
+        &[
+            "--setting",
+            "w4a8",
+            "--candidates",
+            "4,8",
+            "--objective",
+            "nuclear",
+            "--uniform",
+            "w8a8",
+            "--mixed-bits",
+            "6",
+            "--resume",
+            &results.to_string_lossy(),
+            "--json",
+        ],
+    ));
+    let names: Vec<&str> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["f32", "w8a8", "mix 6b"], "{points}");
+    assert_eq!(
+        std::fs::read_to_string(&results).unwrap().lines().count(),
+        2
+    );
+
+    let err = failure(&run(
+        "mixed",
+        &["--objective", "nuclear-norms", "--budget-bits", "6"],
+    ));
+    assert!(err.contains("nuclear-norms"), "{err}");
+}
+
 #[test]
 fn bad_input_fails_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -111,9 +111,13 @@ pub enum PtqMethod {
     /// activations and a Hessian-guided, alternating search of the weight and input scales of every
     /// linear and attention-matmul layer (see [`crate::ptq4vit`]).
     Ptq4vit {
-        /// Grid points in `[0.01, 1.2]` beyond the first (the paper uses 100).
+        /// Grid points in `range` beyond the first (the paper uses 100).
         #[serde(default = "crate::ptq4vit::default_candidates")]
         candidates: u32,
+        /// The lowest and highest multiples of the calibrated scales searched (the authors'
+        /// `eq_alpha`, `eq_beta`: `[0.01, 1.2]`).
+        #[serde(default = "crate::ptq4vit::default_range")]
+        range: [f32; 2],
         /// Alternating weight / input rounds (the paper uses 3).
         #[serde(default = "crate::ptq4vit::default_rounds")]
         rounds: u32,
@@ -385,6 +389,15 @@ impl QuantConfig {
                 "similarity search: gamma = {gamma} and theta = {theta} must be finite and ≥ 0"
             )));
         }
+        if let PtqMethod::Ptq4vit {
+            range: [lo, hi], ..
+        } = self.method
+            && !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo < hi)
+        {
+            return Err(Error::Config(format!(
+                "ptq4vit: range = [{lo}, {hi}] must be finite with 0 < low < high"
+            )));
+        }
         if let Some(a) = self
             .activations
             .iter()
@@ -555,6 +568,29 @@ activations = { bits = 4, scheme = { kind = "nf4", double_quant = true }, granul
         );
         let off = parse("bias_correction = false\nmethod = { kind = \"similarity_search\" }");
         assert!(!off.bias_correction());
+    }
+
+    #[test]
+    fn ptq4vit_range_defaults_to_the_papers_and_is_checked() {
+        let base = "version = 1\nweights = { bits = 4 }\nactivations = { bits = 8 }\n";
+        let parse = |m: &str| QuantConfig::from_toml_str(&format!("{base}method = {m}\n"));
+        let range = |c: QuantConfig| match c.method {
+            PtqMethod::Ptq4vit { range, .. } => range,
+            m => panic!("{m:?}"),
+        };
+        assert_eq!(range(parse("{ kind = \"ptq4vit\" }").unwrap()), [0.01, 1.2]);
+        let narrow = parse("{ kind = \"ptq4vit\", range = [0.5, 1.2] }").unwrap();
+        assert_eq!(
+            QuantConfig::from_toml_str(&narrow.to_toml_string().unwrap()).unwrap(),
+            narrow
+        );
+        assert_eq!(range(narrow), [0.5, 1.2]);
+        for bad in ["[1.2, 0.5]", "[0.0, 1.2]", "[-0.5, 1.0]", "[0.5, inf]"] {
+            let err = parse(&format!("{{ kind = \"ptq4vit\", range = {bad} }}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("range"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //!    (`α·Δ_W`), then the input quantizer: a uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)`
 //!    of `fc2`'s post-GELU input (its `m` set so that `R1` covers the negatives), the twin `m ∈ 0..20`
 //!    of the post-softmax operand of `matmul_av`. `α` and `β` run over the paper's grid, `candidates + 1`
-//!    evenly spaced values of `[0.01, 1.2]` (the authors use 100 and 3 rounds); the calibrated scales are
+//!    evenly spaced values of `range` (the authors use `[0.01, 1.2]`, 100 and 3 rounds); the calibrated scales are
 //!    the starting point and are kept unless a candidate is strictly better (the softmax twin starts
 //!    from the finest split whose `R1` holds the calibrated maximum). Best means the smallest
 //!    Hessian-guided distance of the paper (§4.2),
@@ -71,6 +71,7 @@ use crate::hessian::Capture;
 use crate::layers::{ActQuant, LayerMut};
 use crate::observer::Range;
 use crate::ptq::{Quantizable, layer_names};
+use crate::search::act_range;
 use crate::twin::{TwinKind, TwinQuant};
 use crate::uniform::{self, scale_and_zero_point};
 use crate::{PtqMethod, QuantConfig, QuantParams, QuantizedTensor};
@@ -86,7 +87,7 @@ pub enum SearchMetric {
     Mse,
 }
 
-/// The lower and upper multiples of the calibrated scales searched (the authors' `eq_alpha`,
+/// The default lower and upper multiples of the calibrated scales searched (the authors' `eq_alpha`,
 /// `eq_beta`).
 pub const GRID: [f32; 2] = [0.01, 1.2];
 
@@ -95,6 +96,9 @@ pub const SOFTMAX_SHIFTS: std::ops::Range<u32> = 0..20;
 
 pub(crate) fn default_candidates() -> u32 {
     100
+}
+pub(crate) fn default_range() -> [f32; 2] {
+    GRID
 }
 pub(crate) fn default_rounds() -> u32 {
     3
@@ -115,6 +119,7 @@ impl PtqMethod {
     pub fn ptq4vit() -> Self {
         PtqMethod::Ptq4vit {
             candidates: default_candidates(),
+            range: default_range(),
             rounds: default_rounds(),
             rows: default_rows(),
             twin_softmax: true,
@@ -243,6 +248,7 @@ where
 {
     let PtqMethod::Ptq4vit {
         candidates,
+        range: [lo, hi],
         rounds,
         rows,
         twin_softmax,
@@ -339,7 +345,7 @@ where
     let mut model = crate::ptq::quantize(model, &plain, batches, progress)?;
 
     let grid: Vec<f32> = (0..=candidates.max(1))
-        .map(|i| GRID[0] + (GRID[1] - GRID[0]) * i as f32 / candidates.max(1) as f32)
+        .map(|i| lo + (hi - lo) * i as f32 / candidates.max(1) as f32)
         .collect();
     let opts = Search {
         grid: &grid,
@@ -436,18 +442,6 @@ impl InputQ {
     }
 }
 
-/// The input range `[lo, hi]` a static quantizer represents.
-fn act_range(a: &ActQuant) -> Result<Range> {
-    let (s, z) = a.params.ok_or_else(|| {
-        Error::Unsupported("PTQ4ViT needs static (calibrated) activation ranges".into())
-    })?;
-    let (qmin, qmax) = a.spec.qrange();
-    Ok(Range {
-        min: (qmin - z) as f32 * s,
-        max: (qmax - z) as f32 * s,
-    })
-}
-
 /// The candidate quantizers of one input, in families searched separately: the twin-uniform ones
 /// (when a twin is asked for) and the uniform ones (when no twin is asked for, or with `twin_select`).
 /// The first candidate of each family is its starting point: the calibrated range for the uniform
@@ -460,7 +454,9 @@ struct Candidates {
 
 impl Candidates {
     fn new(a: &ActQuant, twin: Option<TwinKind>, grid: &[f32], twin_select: bool) -> Result<Self> {
-        let r = act_range(a)?;
+        let r = act_range(a).ok_or_else(|| {
+            Error::Unsupported("PTQ4ViT needs static (calibrated) activation ranges".into())
+        })?;
         let bits = a.spec.bits.get();
         // The uniform alternative to the softmax twin keeps the calibrated range: no clipping.
         let floor = if twin == Some(TwinKind::Softmax) {
