@@ -153,10 +153,7 @@ fn bench_w8a8_linear(c: &mut Criterion) {
             b.iter(|| layer.forward(black_box(xt.clone())).into_data())
         });
     }
-    for kernel in [Kernel::Avx512Vnni, Kernel::Portable]
-        .into_iter()
-        .filter(|k| k.is_available())
-    {
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
         g.bench_function(format!("gemm_i8_{kernel:?}"), |b| {
             b.iter(|| gemm_i8_with(kernel, black_box(&xq), &codes, m, d_out, d_in).unwrap())
         });

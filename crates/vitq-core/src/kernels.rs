@@ -6,13 +6,15 @@
 //! | function | what |
 //! |---|---|
 //! | [`gemm_i8_ref`] | the oracle: one dot product at a time |
-//! | [`gemm_i8`] | the fast path: rows split over threads; AVX-512 VNNI where the CPU has it (detected at run time), a portable loop elsewhere ([`Kernel`], [`gemm_i8_with`]) |
+//! | [`gemm_i8`] | the fast path: register tiles split over threads; AVX-512 VNNI where the CPU has it, else AVX2, else plain Rust (detected at run time; [`Kernel`], [`gemm_i8_with`]) |
 //! | [`IntWeight`], [`quantize_act`], [`linear_i8`] | a quantized linear layer in integers: codes, the zero-point correction, the rescale |
 //! | [`im2col_i8`] | convolution patches of int8 codes (padding with the zero point's code), so a conv is one GEMM |
 //!
 //! The VNNI path uses `vpdpbusd`, which multiplies *unsigned* bytes by signed ones: it adds 128 to
 //! every activation (`a ⊕ 0x80`) and subtracts `128 · Σ_k B[j, k]` afterwards, which is exact.
-//! Sums stay exact as long as `k · 128 · 128 < 2^31`, i.e. `k ≤ 131072` (checked).
+//! The AVX2 and portable paths widen both operands to `i16` and sum products in pairs (`vpmaddwd`:
+//! `a₀b₀ + a₁b₁`, at most 2·2¹⁴, exact in `i32`). Sums stay exact as long as `k · 128 · 128 < 2^31`,
+//! i.e. `k ≤ 131072` (checked).
 //!
 //! ```
 //! use vitq_core::kernels::{gemm_i8, gemm_i8_ref};
@@ -23,6 +25,8 @@
 //! assert_eq!(c, gemm_i8_ref(&a, &b, 2, 2, 3)?);
 //! # Ok::<(), vitq_core::Error>(())
 //! ```
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -70,34 +74,49 @@ pub fn gemm_i8_ref(a: &[i8], b: &[i8], m: usize, n: usize, k: usize) -> Result<V
     Ok(c)
 }
 
-/// The inner kernels of [`gemm_i8_with`].
+/// The inner kernels of [`gemm_i8_with`] and [`IntWeight`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Kernel {
-    /// Plain Rust, any CPU (LLVM vectorises the dot products).
+    /// Plain Rust, any CPU: 6 × 16 register tiles over 16-bit weight panels, vectorised by LLVM.
     Portable,
+    /// AVX2 (`vpmaddwd`), x86-64 CPUs since 2013: the portable kernel's panels, two `k` per instruction.
+    Avx2,
     /// AVX-512 VNNI (`vpdpbusd`), x86-64 CPUs with avx512f, avx512bw and avx512vnni.
     Avx512Vnni,
 }
 
 impl Kernel {
+    /// Every kernel, whether this CPU runs it or not ([`Kernel::is_available`] tells).
+    pub const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512Vnni];
+
     /// The fastest kernel this CPU runs (detected at run time).
     pub fn best() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if vnni::available() {
-            return Kernel::Avx512Vnni;
-        }
-        Kernel::Portable
+        [Kernel::Avx512Vnni, Kernel::Avx2]
+            .into_iter()
+            .find(|k| k.is_available())
+            .unwrap_or(Kernel::Portable)
     }
 
     /// Whether this CPU can run the kernel.
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Portable => true,
+            Kernel::Avx2 => pairs::avx2_available(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => vnni::available(),
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx512Vnni => false,
+        }
+    }
+
+    fn check(self) -> Result<()> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(format!(
+                "the {self:?} int8 kernel needs CPU features this machine lacks"
+            )))
         }
     }
 }
@@ -107,7 +126,8 @@ pub fn gemm_i8(a: &[i8], b: &[i8], m: usize, n: usize, k: usize) -> Result<Vec<i
     gemm_i8_with(Kernel::best(), a, b, m, n, k)
 }
 
-/// `C = A · Bᵀ` with a chosen kernel; [`Error::Unsupported`] if this CPU cannot run it.
+/// `C = A · Bᵀ` with a chosen kernel; [`Error::Unsupported`] if this CPU cannot run it. The weights
+/// are laid out for the kernel on every call; [`IntWeight`] lays them out once.
 pub fn gemm_i8_with(
     kernel: Kernel,
     a: &[i8],
@@ -117,63 +137,69 @@ pub fn gemm_i8_with(
     k: usize,
 ) -> Result<Vec<i32>> {
     check(a, b, m, n, k)?;
-    if !kernel.is_available() {
-        return Err(Error::Unsupported(format!(
-            "the {kernel:?} int8 kernel needs CPU features this machine lacks"
-        )));
-    }
+    kernel.check()?;
     let mut c = vec![0i32; m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return Ok(c);
-    }
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni => {
-            // SAFETY: `is_available()` checked avx512f, avx512bw and avx512vnni at run time.
-            unsafe { gemm_vnni(a, &vnni::Packed::new(b, n, k), m, n, k, &mut c) }
-        }
-        _ => gemm_portable(a, b, k, &mut c),
+    if m > 0 && n > 0 && k > 0 {
+        Layout::new(kernel, b, n, k).gemm(a, m, n, k, &mut c);
     }
     Ok(c)
 }
 
-/// The portable path of [`gemm_i8_with`], into `c` (`m × n`, `n` the rows of `b`; `k` ≥ 1).
-fn gemm_portable(a: &[i8], b: &[i8], k: usize, c: &mut [i32]) {
-    let n = b.len() / k.max(1);
-    c.par_chunks_mut(n.max(1))
-        .zip(a.par_chunks(k.max(1)))
-        .for_each(|(row, ai)| {
-            for (out, bj) in row.iter_mut().zip(b.chunks_exact(k)) {
-                *out = dot_portable(ai, bj);
-            }
-        });
+/// Weights laid out for one register-tile kernel; [`gemm_blocked`] drives them all.
+trait Panels: Sync {
+    /// One activation as the tile reads it.
+    type Act: Copy + Default + Send + Sync;
+    /// Values of `k` a tile consumes per step (the panels pad `k` to whole groups).
+    const GROUP: usize;
+    /// Most rows of A one tile reads.
+    const MAX_ROWS: usize;
+    /// An activation code in the tile's encoding (padding is `Act::default()`, which meets zero weights).
+    fn act(v: i8) -> Self::Act;
+    /// Groups of [`Panels::GROUP`] values of `k`.
+    fn groups(&self) -> usize;
+    /// Rows of A per tile for `cols` output columns (≤ [`Panels::MAX_ROWS`]).
+    fn tile_rows(&self, cols: usize) -> usize;
+    /// `rows` rows of A (`a`, [`Panels::GROUP`]` · groups()` values per row, at least
+    /// [`Panels::MAX_ROWS`] rows readable) against columns `j0 .. j0 + cols` (`cols` ≤ 64, `j0` a
+    /// multiple of 16) over the groups `groups`, into `out` (`rows × cols`): written when the groups start
+    /// at 0, added to otherwise.
+    ///
+    /// # Safety
+    /// The CPU has the features of the kernel the panels were built for; the slices are as stated.
+    unsafe fn tile(
+        &self,
+        a: &[Self::Act],
+        j0: usize,
+        groups: Range<usize>,
+        out: &mut [i32],
+        rows: usize,
+        cols: usize,
+    );
 }
 
-/// The VNNI path of [`gemm_i8_with`] on weights already packed, into `c` (`m × n`, zeroed).
+/// `C = A · Bᵀ` into `c` (`m × n`) through the panels' register tiles. Tasks own a block of at most
+/// 256 rows of A and 64 columns of C (the weight panel, ≤ 64·k values, stays in L2), swept in register
+/// tiles over chunks of 64 groups of `k` (the panel's slice stays in L1); each writes a block that is
+/// then scattered. Splitting rows too keeps every core busy when `n` is small (a conv's 16 channels).
 ///
 /// # Safety
-/// The CPU must have avx512f, avx512bw and avx512vnni; `a.len() == m·k`, `packed` is `[n, k]`,
-/// `m`, `n` and `k` ≥ 1.
-#[cfg(target_arch = "x86_64")]
-unsafe fn gemm_vnni(a: &[i8], packed: &vnni::Packed, m: usize, n: usize, k: usize, c: &mut [i32]) {
-    // A flipped to the unsigned bytes vpdpbusd multiplies (a ⊕ 0x80 = a + 128), rows padded
-    // to whole groups of 4 (the padding meets zero weights).
-    let stride = packed.row_bytes();
-    let mut flipped = vec![0u8; m * stride];
-    flipped
+/// As [`Panels::tile`]; `a.len() == m·k`, the panels are `[n, k]`, and `m`, `n`, `k` ≥ 1.
+unsafe fn gemm_blocked<P: Panels>(p: &P, a: &[i8], m: usize, n: usize, k: usize, c: &mut [i32]) {
+    const COLS: usize = 64;
+    const ROWS: usize = 256;
+    const KC: usize = 64;
+    // A in the tile's encoding, rows padded to whole groups, and MAX_ROWS zero rows past the end so that
+    // every tile may read whole tiles.
+    let stride = P::GROUP * p.groups();
+    let mut rows_a = vec![P::Act::default(); (m + P::MAX_ROWS) * stride];
+    rows_a
         .par_chunks_mut(stride)
         .zip(a.par_chunks(k))
         .for_each(|(dst, src)| {
             for (d, &v) in dst.iter_mut().zip(src) {
-                *d = (v as u8) ^ 0x80;
+                *d = P::act(v);
             }
         });
-    // Tasks own a block of at most `ROWS` rows of A and `COLS` columns of C (the packed weight
-    // panel, ≤ 64·k bytes, stays in L2), swept in 4-row × 64-column register tiles; each writes
-    // a `[rows, cols]` block that is then scattered. Splitting rows too keeps every core busy
-    // when `n` is small (a conv's 16 channels).
-    const COLS: usize = 4 * vnni::LANES;
-    const ROWS: usize = 256;
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
         .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
         .collect();
@@ -183,22 +209,16 @@ unsafe fn gemm_vnni(a: &[i8], packed: &vnni::Packed, m: usize, n: usize, k: usiz
             let cols = COLS.min(n - j0);
             let rows_blk = ROWS.min(m - r0);
             let mut out = vec![0i32; rows_blk * cols];
-            // Rows per register tile: 16 accumulators whatever the number of column blocks.
-            let step = vnni::tile_rows(cols);
-            // k in chunks of KC groups, so that the panel's slice (64 columns × 4·KC
-            // bytes, 16 KiB) stays in L1 while every row tile of the block reads it.
-            const KC: usize = 64;
-            for g0 in (0..packed.groups()).step_by(KC) {
-                let groups = g0..(g0 + KC).min(packed.groups());
+            let step = p.tile_rows(cols);
+            for g0 in (0..p.groups()).step_by(KC) {
+                let groups = g0..(g0 + KC).min(p.groups());
                 for i0 in (0..rows_blk).step_by(step) {
                     let rows = step.min(rows_blk - i0);
-                    let a0 = (r0 + i0) * stride;
-                    // SAFETY: the CPU features are this function's contract; the slices have
-                    // the lengths `vnni::tile` requires.
+                    // SAFETY: the CPU features are this function's contract; row r0 + i0 is followed
+                    // by at least MAX_ROWS rows (padding included), `out` holds `rows` rows from i0.
                     unsafe {
-                        vnni::tile(
-                            &flipped[a0..a0 + rows * stride],
-                            packed,
+                        p.tile(
+                            &rows_a[(r0 + i0) * stride..],
                             j0,
                             groups.clone(),
                             &mut out[i0 * cols..(i0 + rows) * cols],
@@ -220,21 +240,207 @@ unsafe fn gemm_vnni(a: &[i8], packed: &vnni::Packed, m: usize, n: usize, k: usiz
     }
 }
 
-/// Dot product in blocks of 16 with i32 lanes; LLVM vectorises it (pmaddwd on x86).
-fn dot_portable(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    let chunks = a.len() / 16;
-    for c in 0..chunks {
-        for l in 0..16 {
-            acc[l] += i32::from(a[c * 16 + l]) * i32::from(b[c * 16 + l]);
+/// The portable and AVX2 kernels: weights as 16-bit pairs, two values of `k` per step.
+mod pairs {
+    use std::ops::Range;
+
+    use rayon::prelude::*;
+
+    /// Output columns per panel block.
+    pub const LANES: usize = 16;
+    /// Rows of A per register tile: 6 × 16 accumulators (12 AVX2 registers).
+    pub const ROWS: usize = 6;
+
+    /// Whether this CPU runs the AVX2 tile (detected at run time; never off x86-64).
+    pub fn avx2_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
+    /// B (`[n, k]`) as `i16`: for each block of 16 columns and each pair of `k`, the 32 values
+    /// `B[j, 2p], B[j, 2p + 1]` of the block's columns in order (zero-padded past `n` and `k`), the
+    /// operand of `vpmaddwd`. Twice the bytes of the `i8` codes, half those of `f32`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Packed {
+        data: Vec<i16>,
+        groups: usize,
+        avx2: bool,
+    }
+
+    impl Packed {
+        /// `avx2`: run the AVX2 tile (only taken where the CPU has AVX2).
+        pub fn new(b: &[i8], n: usize, k: usize, avx2: bool) -> Self {
+            let groups = k.div_ceil(2);
+            let block = groups * 2 * LANES;
+            let mut data = vec![0i16; n.div_ceil(LANES) * block];
+            data.par_chunks_mut(block.max(1))
+                .enumerate()
+                .for_each(|(blk, dst)| {
+                    for lane in 0..LANES.min(n - blk * LANES) {
+                        let row = &b[(blk * LANES + lane) * k..][..k];
+                        for (t, &v) in row.iter().enumerate() {
+                            dst[(t / 2) * 2 * LANES + lane * 2 + t % 2] = i16::from(v);
+                        }
+                    }
+                });
+            Self {
+                data,
+                groups,
+                avx2: avx2 && avx2_available(),
+            }
+        }
+
+        /// Whether the AVX2 tile runs these panels.
+        pub fn avx2(&self) -> bool {
+            self.avx2
+        }
+
+        /// The same panels for the other tile.
+        pub fn with_avx2(self, avx2: bool) -> Self {
+            Self {
+                avx2: avx2 && avx2_available(),
+                ..self
+            }
+        }
+
+        /// B back in its row-major `[n, k]` layout.
+        pub fn unpack(&self, n: usize, k: usize) -> Vec<i8> {
+            let mut b = vec![0i8; n * k];
+            for (j, row) in b.chunks_exact_mut(k.max(1)).enumerate() {
+                let src = &self.data[(j / LANES) * self.groups * 2 * LANES..];
+                for (t, v) in row.iter_mut().enumerate() {
+                    *v = src[(t / 2) * 2 * LANES + (j % LANES) * 2 + t % 2] as i8;
+                }
+            }
+            b
         }
     }
-    let tail: i32 = a[chunks * 16..]
-        .iter()
-        .zip(&b[chunks * 16..])
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
-        .sum();
-    acc.iter().sum::<i32>() + tail
+
+    impl super::Panels for Packed {
+        type Act = i16;
+        const GROUP: usize = 2;
+        const MAX_ROWS: usize = ROWS;
+
+        fn act(v: i8) -> i16 {
+            i16::from(v)
+        }
+
+        fn groups(&self) -> usize {
+            self.groups
+        }
+
+        fn tile_rows(&self, _cols: usize) -> usize {
+            ROWS
+        }
+
+        unsafe fn tile(
+            &self,
+            a: &[i16],
+            j0: usize,
+            groups: Range<usize>,
+            out: &mut [i32],
+            rows: usize,
+            cols: usize,
+        ) {
+            let stride = 2 * self.groups;
+            let block = self.groups * 2 * LANES;
+            for c0 in (0..cols).step_by(LANES) {
+                let panel = &self.data[((j0 + c0) / LANES) * block..][..block];
+                let acc = match () {
+                    // SAFETY: `avx2` is set only where the CPU has AVX2 (`new`, `with_avx2`); `a` holds
+                    // ROWS rows of `stride` values and `panel` the block's `groups` pairs.
+                    #[cfg(target_arch = "x86_64")]
+                    () if self.avx2 => unsafe { block_avx2(a, stride, panel, groups.clone()) },
+                    () => block_portable(a, stride, panel, groups.clone()),
+                };
+                let width = LANES.min(cols - c0);
+                for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                    let dst = &mut out[r * cols + c0..][..width];
+                    if groups.start == 0 {
+                        dst.copy_from_slice(&acc_r[..width]);
+                    } else {
+                        dst.iter_mut().zip(acc_r).for_each(|(d, v)| *d += v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One 6 × 16 tile over `groups` pairs of `k`, in plain Rust.
+    fn block_portable(
+        a: &[i16],
+        stride: usize,
+        panel: &[i16],
+        groups: Range<usize>,
+    ) -> [[i32; LANES]; ROWS] {
+        let mut acc = [[0i32; LANES]; ROWS];
+        for g in groups {
+            let bp: &[i16; 2 * LANES] = panel[g * 2 * LANES..][..2 * LANES]
+                .try_into()
+                .expect("a panel group holds 2·LANES values");
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a0 = i32::from(a[r * stride + 2 * g]);
+                let a1 = i32::from(a[r * stride + 2 * g + 1]);
+                for (c, acc_rc) in acc_r.iter_mut().enumerate() {
+                    *acc_rc += a0 * i32::from(bp[2 * c]) + a1 * i32::from(bp[2 * c + 1]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// [`block_portable`] with `vpmaddwd`: each row's pair broadcast against the 16 columns' pairs.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `a` holds ROWS rows of `stride` ≥ 2·groups.end values; `panel` holds
+    /// `groups.end` pairs of 16 columns.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block_avx2(
+        a: &[i16],
+        stride: usize,
+        panel: &[i16],
+        groups: Range<usize>,
+    ) -> [[i32; LANES]; ROWS] {
+        use std::arch::x86_64::*;
+        assert!(
+            a.len() >= (ROWS - 1) * stride + 2 * groups.end
+                && panel.len() >= groups.end * 2 * LANES
+        );
+        let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+        for g in groups {
+            // SAFETY (all): the bounds were checked above; the CPU has AVX2.
+            let (b0, b1) = unsafe {
+                let p = panel.as_ptr().add(g * 2 * LANES);
+                (
+                    _mm256_loadu_si256(p.cast()),
+                    _mm256_loadu_si256(p.add(LANES).cast()),
+                )
+            };
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let pair = unsafe {
+                    a.as_ptr()
+                        .add(r * stride + 2 * g)
+                        .cast::<i32>()
+                        .read_unaligned()
+                };
+                let av = _mm256_set1_epi32(pair);
+                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(av, b0));
+                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(av, b1));
+            }
+        }
+        let mut out = [[0i32; LANES]; ROWS];
+        for (o, v) in out.iter_mut().zip(&acc) {
+            // SAFETY: each row of `out` holds 16 i32, two 256-bit stores.
+            unsafe {
+                _mm256_storeu_si256(o.as_mut_ptr().cast(), v[0]);
+                _mm256_storeu_si256(o.as_mut_ptr().add(8).cast(), v[1]);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -268,11 +474,6 @@ mod vnni {
         /// Bytes per row of A as [`tile`] reads it: `k` rounded up to whole groups of 4.
         pub fn row_bytes(&self) -> usize {
             4 * self.groups
-        }
-
-        /// Groups of 4 values of `k`.
-        pub fn groups(&self) -> usize {
-            self.groups
         }
 
         pub fn new(b: &[i8], n: usize, k: usize) -> Self {
@@ -316,6 +517,38 @@ mod vnni {
         }
     }
 
+    impl super::Panels for Packed {
+        type Act = u8;
+        const GROUP: usize = 4;
+        const MAX_ROWS: usize = 16;
+
+        /// Flipped to the unsigned byte `vpdpbusd` multiplies: `a ⊕ 0x80 = a + 128`.
+        fn act(v: i8) -> u8 {
+            (v as u8) ^ 0x80
+        }
+
+        fn groups(&self) -> usize {
+            self.groups
+        }
+
+        fn tile_rows(&self, cols: usize) -> usize {
+            tile_rows(cols)
+        }
+
+        unsafe fn tile(
+            &self,
+            a: &[u8],
+            j0: usize,
+            groups: Range<usize>,
+            out: &mut [i32],
+            rows: usize,
+            cols: usize,
+        ) {
+            // SAFETY: the caller's contract is `tile`'s.
+            unsafe { tile(a, self, j0, groups, out, rows, cols) }
+        }
+    }
+
     /// Rows of A per register tile for `cols` output columns: 4 rows × 4 blocks of 16 columns, 8 × 2
     /// or 16 × 1, so that a tile always keeps 16 accumulators.
     pub fn tile_rows(cols: usize) -> usize {
@@ -333,7 +566,7 @@ mod vnni {
     ///
     /// # Safety
     /// The CPU must have avx512f, avx512bw and avx512vnni; `a` holds `rows` rows of A flipped to
-    /// unsigned (`a ⊕ 0x80`) at [`Packed::row_bytes`] each (`a.len() == rows·row_bytes`),
+    /// unsigned (`a ⊕ 0x80`) at [`Packed::row_bytes`] each (`a.len() ≥ rows·row_bytes`),
     /// `out.len() == rows·cols`, and the columns must exist in `b`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn tile(
@@ -472,8 +705,8 @@ mod vnni {
 ///
 /// The codes are laid out once, when the weight is built, for the kernel that will run them
 /// ([`IntWeight::kernel`]: the fastest this CPU has, or the one given to [`IntWeight::with_kernel`]):
-/// the AVX-512 VNNI kernel's column panels, or row-major codes for the portable one. Only that one copy
-/// is kept, so [`linear_i8`] repacks nothing per call.
+/// the AVX-512 VNNI kernel's byte panels, or the 16-bit panels of the AVX2 and portable kernels. Only
+/// that one copy is kept, so [`linear_i8`] repacks nothing per call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IntWeight {
     layout: Layout,
@@ -483,14 +716,54 @@ pub struct IntWeight {
     k: usize,
 }
 
-/// The codes of an [`IntWeight`], as its kernel reads them.
+/// The codes of a `[n, k]` weight as one kernel reads them.
 #[derive(Clone, Debug, PartialEq)]
 enum Layout {
-    /// Row-major `[n, k]` (the portable kernel).
-    Rows(Vec<i8>),
-    /// Column panels of the AVX-512 VNNI kernel.
+    /// Panels of 16-bit pairs (the portable and AVX2 kernels).
+    Pairs(pairs::Packed),
+    /// Byte panels of the AVX-512 VNNI kernel.
     #[cfg(target_arch = "x86_64")]
     Vnni(vnni::Packed),
+}
+
+impl Layout {
+    /// `b` (`[n, k]`) for `kernel`, which the caller has checked this CPU runs.
+    fn new(kernel: Kernel, b: &[i8], n: usize, k: usize) -> Self {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Layout::Vnni(vnni::Packed::new(b, n, k)),
+            _ => Layout::Pairs(pairs::Packed::new(b, n, k, kernel == Kernel::Avx2)),
+        }
+    }
+
+    fn kernel(&self) -> Kernel {
+        match self {
+            Layout::Pairs(p) if p.avx2() => Kernel::Avx2,
+            Layout::Pairs(_) => Kernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Layout::Vnni(_) => Kernel::Avx512Vnni,
+        }
+    }
+
+    fn unpack(&self, n: usize, k: usize) -> Vec<i8> {
+        match self {
+            Layout::Pairs(p) => p.unpack(n, k),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Vnni(p) => p.unpack(n, k),
+        }
+    }
+
+    /// `c = a · bᵀ` (`a` `[m, k]`, `c` `[m, n]`; `m`, `n`, `k` ≥ 1).
+    fn gemm(&self, a: &[i8], m: usize, n: usize, k: usize, c: &mut [i32]) {
+        match self {
+            // SAFETY: the pairs' AVX2 flag is set only where the CPU has AVX2 (`pairs::Packed`).
+            Layout::Pairs(p) => unsafe { gemm_blocked(p, a, m, n, k, c) },
+            // SAFETY: VNNI panels are built only for a kernel the caller found available
+            // (`gemm_i8_with`, `IntWeight::with_kernel`).
+            #[cfg(target_arch = "x86_64")]
+            Layout::Vnni(p) => unsafe { gemm_blocked(p, a, m, n, k, c) },
+        }
+    }
 }
 
 impl IntWeight {
@@ -512,51 +785,37 @@ impl IntWeight {
             .chunks_exact(k.max(1))
             .map(|r| r.iter().map(|&v| i32::from(v)).sum())
             .collect();
-        Self {
-            layout: Layout::Rows(codes),
+        Ok(Self {
+            layout: Layout::new(Kernel::best(), &codes, n, k),
             scales,
             row_sums,
             n,
             k,
-        }
-        .with_kernel(Kernel::best())
+        })
     }
 
     /// The same weight laid out for `kernel`; [`Error::Unsupported`] if this CPU cannot run it.
     pub fn with_kernel(self, kernel: Kernel) -> Result<Self> {
-        if !kernel.is_available() {
-            return Err(Error::Unsupported(format!(
-                "the {kernel:?} int8 kernel needs CPU features this machine lacks"
-            )));
-        }
-        if kernel == self.kernel() {
-            return Ok(self);
-        }
-        let codes = self.codes();
-        let layout = match kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => Layout::Vnni(vnni::Packed::new(&codes, self.n, self.k)),
-            _ => Layout::Rows(codes),
+        kernel.check()?;
+        let layout = match self.layout {
+            _ if kernel == self.kernel() => self.layout,
+            // The portable and AVX2 kernels read the same panels.
+            Layout::Pairs(p) if kernel != Kernel::Avx512Vnni => {
+                Layout::Pairs(p.with_avx2(kernel == Kernel::Avx2))
+            }
+            _ => Layout::new(kernel, &self.codes(), self.n, self.k),
         };
         Ok(Self { layout, ..self })
     }
 
     /// The kernel the codes are laid out for.
     pub fn kernel(&self) -> Kernel {
-        match self.layout {
-            Layout::Rows(_) => Kernel::Portable,
-            #[cfg(target_arch = "x86_64")]
-            Layout::Vnni(_) => Kernel::Avx512Vnni,
-        }
+        self.layout.kernel()
     }
 
-    /// The codes, row-major `[n, k]` (a copy; unpacked from the kernel's layout where needed).
+    /// The codes, row-major `[n, k]` (a copy, unpacked from the kernel's layout).
     pub fn codes(&self) -> Vec<i8> {
-        match &self.layout {
-            Layout::Rows(c) => c.clone(),
-            #[cfg(target_arch = "x86_64")]
-            Layout::Vnni(p) => p.unpack(self.n, self.k),
-        }
+        self.layout.unpack(self.n, self.k)
     }
 
     /// One scale per output row.
@@ -589,15 +848,8 @@ impl IntWeight {
             });
         }
         let mut c = vec![0i32; m * self.n];
-        if m == 0 || self.n == 0 || self.k == 0 {
-            return Ok(c);
-        }
-        match &self.layout {
-            Layout::Rows(b) => gemm_portable(a, b, self.k, &mut c),
-            // SAFETY: the layout is built only where `is_available()` found the CPU features
-            // (`with_kernel`); `a` is `[m, k]` and the panels `[n, k]`.
-            #[cfg(target_arch = "x86_64")]
-            Layout::Vnni(p) => unsafe { gemm_vnni(a, p, m, self.n, self.k, &mut c) },
+        if m > 0 && self.n > 0 && self.k > 0 {
+            self.layout.gemm(a, m, self.n, self.k, &mut c);
         }
         Ok(c)
     }

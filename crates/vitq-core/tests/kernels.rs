@@ -18,7 +18,7 @@ proptest! {
         let a: Vec<i8> = (0..m * k).map(|_| byte()).collect();
         let b: Vec<i8> = (0..n * k).map(|_| byte()).collect();
         let want = gemm_i8_ref(&a, &b, m, n, k).unwrap();
-        for kernel in [Kernel::Portable, Kernel::Avx512Vnni].into_iter().filter(|k| k.is_available()) {
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
             prop_assert_eq!(&gemm_i8_with(kernel, &a, &b, m, n, k).unwrap(), &want, "{:?}", kernel);
         }
     }
@@ -33,7 +33,7 @@ proptest! {
         let want = gemm_i8_ref(&a, &b, m, n, k).unwrap();
         let w = IntWeight::new(b.clone(), vec![1.0; n], n, k).unwrap();
         prop_assert_eq!(w.kernel(), Kernel::best());
-        for kernel in [Kernel::Portable, Kernel::Avx512Vnni].into_iter().filter(|k| k.is_available()) {
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
             let w = w.clone().with_kernel(kernel).unwrap();
             prop_assert_eq!(w.kernel(), kernel);
             prop_assert_eq!(&w.codes(), &b);
@@ -58,10 +58,7 @@ fn conv_reorder_is_the_same_for_every_layout() {
             }
         }
     }
-    for kernel in [Kernel::Portable, Kernel::Avx512Vnni]
-        .into_iter()
-        .filter(|k| k.is_available())
-    {
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
         let w = IntWeight::new(codes.clone(), vec![0.5; n], n, k)
             .unwrap()
             .with_kernel(kernel)
@@ -97,10 +94,7 @@ fn vit_b16_shapes_and_worst_case_values() {
     let a: Vec<i8> = (0..m * k).map(|_| rng.next_u64() as i8).collect();
     let b: Vec<i8> = (0..n * k).map(|_| rng.next_u64() as i8).collect();
     let want = gemm_i8_ref(&a, &b, m, n, k).unwrap();
-    for kernel in [Kernel::Portable, Kernel::Avx512Vnni]
-        .into_iter()
-        .filter(|k| k.is_available())
-    {
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
         assert_eq!(
             gemm_i8_with(kernel, &a, &b, m, n, k).unwrap(),
             want,
