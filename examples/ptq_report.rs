@@ -6,12 +6,16 @@
 //!     deit_tiny_patch16_224 deit_tiny.safetensors ../shared/data/imagenet-sample 32 w8a8,w6a6,w4a8,w4a4,w8,nf4
 //! ```
 //!
-//! Arguments: model preset, weights (safetensors or .pth), the images: an ImageNet-style folder
+//! Arguments: model preset (or `auto`: the architecture inferred from the checkpoint, e.g. a ViT trained by
+//! `scripts/peer/train_cifar_vit.py`), weights (safetensors or .pth), the images: an ImageNet-style folder
 //! (`<synset>_*.JPEG` plus `synsets.txt`) or a CIFAR-10 binary file (`.bin`, each 32×32 image upsampled
 //! bilinearly to the model's input size, so that a random-init ViT can be compared on many images), how
 //! many of its images calibrate (the rest are evaluated), comma-separated settings (presets or TOML / JSON
-//! config files). This is how the ViT figures in issue 4's note were made (on random-init timm weights, as
-//! no pretrained ViT is available offline).
+//! config files). Besides SQNR and agreement it prints each setting's top-1 accuracy against the images'
+//! labels (where the model has as many classes as the images), which means something only for a trained
+//! model. This is how the ViT figures in issue 4's notes
+//! were made (on random-init timm weights and on the ViT trained on the CIFAR-10 slice, as no pretrained ViT
+//! is available offline).
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Flex;
@@ -74,40 +78,54 @@ fn main() -> Result<()> {
     };
     let calib: usize = calib.parse().context("calib-images")?;
     let device = Default::default();
-    let model = Model::<B>::load(preset, weights, &device)?;
+    let model = if preset == "auto" {
+        Model::<B>::load_inferred(weights, &device)?
+    } else {
+        Model::<B>::load(preset, weights, &device)?
+    };
     let pre = model.preprocess();
     let batch = 16;
-    // Images `lo..hi` of the set, in batches of `batch`.
-    type Loader = Box<dyn Fn(usize, usize) -> Result<Tensor<B, 4>>>;
-    let (len, load_batch): (usize, Loader) = if folder.ends_with(".bin") {
+    // Images `lo..hi` of the set, in batches of `batch`, with their labels.
+    type Loader = Box<dyn Fn(usize, usize) -> Result<(Tensor<B, 4>, Vec<usize>)>>;
+    // The class count of the images' labels: accuracy is printed only for a model with as many.
+    let (len, label_classes, load_batch): (usize, usize, Loader) = if folder.ends_with(".bin") {
         let data = Cifar10::load(folder)?;
         let size = pre.size;
         let upsample = InterpolateOptions::new(InterpolateMode::Bilinear);
         (
             data.len(),
+            10,
             Box::new(move |lo, hi| {
                 let x = data.batch::<B>(lo..hi, pre.normalize, &device);
-                Ok(interpolate(x, [size, size], upsample.clone()))
+                Ok((
+                    interpolate(x, [size, size], upsample.clone()),
+                    data.labels(lo..hi),
+                ))
             }),
         )
     } else {
         let data = ImageNetFolder::open(folder)?;
         (
             data.len(),
-            Box::new(move |lo, hi| Ok(data.batch::<B>(lo..hi, &pre, &device)?.0)),
+            data.num_classes(),
+            Box::new(move |lo, hi| Ok(data.batch::<B>(lo..hi, &pre, &device)?)),
         )
     };
     if calib >= len {
         bail!("{calib} calibration images leave none of the {len} to evaluate");
     }
-    let load = |lo: usize, hi: usize| -> Result<Vec<Tensor<B, 4>>> {
-        (lo..hi)
-            .step_by(batch)
-            .map(|s| load_batch(s, (s + batch).min(hi)))
-            .collect()
+    let load = |lo: usize, hi: usize| -> Result<(Vec<Tensor<B, 4>>, Vec<usize>)> {
+        let mut xs = Vec::new();
+        let mut labels = Vec::new();
+        for s in (lo..hi).step_by(batch) {
+            let (x, l) = load_batch(s, (s + batch).min(hi))?;
+            xs.push(x);
+            labels.extend(l);
+        }
+        Ok((xs, labels))
     };
-    let calib_batches = load(0, calib)?;
-    let eval_batches = load(calib, len)?;
+    let (calib_batches, _) = load(0, calib)?;
+    let (eval_batches, labels) = load(calib, len)?;
     let classes = model.num_classes();
     let run = |m: &Model<B>| -> Result<Vec<f32>> {
         let mut out = Vec::new();
@@ -116,32 +134,44 @@ fn main() -> Result<()> {
         }
         Ok(out)
     };
+    // Images whose top-1 in `a` equals the class in `b`.
+    let matches = |a: &[usize], b: &[usize]| a.iter().zip(b).filter(|(x, y)| x == y).count();
     let reference = run(&model)?;
     let ref_top1 = argmaxes(&reference, classes);
+    let n = ref_top1.len();
     println!(
-        "{preset}: {calib} calibration images, {} evaluated\n",
-        ref_top1.len()
+        "{}: {calib} calibration images, {n} evaluated\n",
+        model.name()
     );
     println!(
-        "{:<14} {:>12} {:>16}",
-        "setting", "SQNR (dB)", "top-1 agreement"
+        "{:<14} {:>12} {:>16} {:>14}",
+        "setting", "SQNR (dB)", "top-1 agreement", "top-1 acc."
     );
+    let acc = |top1: &[usize]| {
+        if classes == label_classes {
+            format!("{:.1}%", 100.0 * matches(top1, &labels) as f64 / n as f64)
+        } else {
+            "-".into()
+        }
+    };
+    println!("{:<14} {:>12} {:>16} {:>14}", "f32", "", "", acc(&ref_top1));
     for s in settings.split(',') {
         let config = QuantConfig::from_preset_or_path(s)?;
         let q = model
             .clone()
             .quantize(&config, calib_batches.clone(), &mut |_| {})?;
         let y = run(&q)?;
-        let agree = argmaxes(&y, classes)
-            .iter()
-            .zip(&ref_top1)
-            .filter(|(a, b)| a == b)
-            .count();
+        let top1 = argmaxes(&y, classes);
+        // A config file by its stem (`ptq4vit-w4a8`), a preset as it is.
+        let label = std::path::Path::new(s)
+            .file_stem()
+            .and_then(|f| f.to_str())
+            .unwrap_or(s);
         println!(
-            "{s:<14} {:>12.2} {:>10} / {}",
+            "{label:<14} {:>12.2} {:>10} / {n} {:>14}",
             sqnr_db(&reference, &y),
-            agree,
-            ref_top1.len()
+            matches(&top1, &ref_top1),
+            acc(&top1)
         );
         if let PtqMethod::Ptq4vit { .. } = config.method {
             println!("{:<14} {}", "", twin_summary(&q));

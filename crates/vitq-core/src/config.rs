@@ -135,6 +135,12 @@ pub enum PtqMethod {
         /// the twin; see [`crate::ptq4vit`]). Off by default (the paper's method).
         #[serde(default)]
         twin_select: bool,
+        /// With per-channel weights, let each output channel pick its own multiple of its scale (each
+        /// channel's share of the distance depends on its own scale alone) instead of one multiple
+        /// for the whole layer (see [`crate::ptq4vit`]). Off by default: one multiple per layer, as in
+        /// the paper's per-tensor setting.
+        #[serde(default)]
+        channel_search: bool,
         /// The distance minimized: `"hessian"` (the paper's) or `"mse"`.
         #[serde(default)]
         metric: crate::ptq4vit::SearchMetric,

@@ -13,7 +13,9 @@
 //!    from the observers): the starting point;
 //! 3. searches each linear layer with quantized weights and static input (`qkv`, `proj`, `fc1`, `fc2`,
 //!    `head`) and each attention matmul, alternately for `rounds` rounds: the weight scales
-//!    (`α·Δ_W`), then the input quantizer: a uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)`
+//!    (`α·Δ_W`; with `channel_search` and per-channel weights each output channel picks its own `α`,
+//!    the analogue of the authors' separate search of each block of output channels, since a
+//!    channel's share of the distance depends on its own scale alone), then the input quantizer: a uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)`
 //!    of `fc2`'s post-GELU input (its `m` set so that `R1` covers the negatives), the twin `m ∈ 0..20`
 //!    of the post-softmax operand of `matmul_av`. `α` and `β` run over the paper's grid, `candidates + 1`
 //!    evenly spaced values of `range` (the authors use `[0.01, 1.2]`, 100 and 3 rounds); the calibrated scales are
@@ -125,6 +127,7 @@ impl PtqMethod {
             twin_softmax: true,
             twin_gelu: true,
             twin_select: false,
+            channel_search: false,
             metric: SearchMetric::Hessian,
             probes: default_probes(),
         }
@@ -254,6 +257,7 @@ where
         twin_softmax,
         twin_gelu,
         twin_select,
+        channel_search,
         metric,
         probes,
     } = config.method
@@ -352,6 +356,7 @@ where
         rounds,
         metric,
         twin_select,
+        channel_search,
         bias_correction: config.bias_correction(),
     };
     for ((mut layer, target), sample) in model.layers_mut().into_iter().zip(targets).zip(samples) {
@@ -533,6 +538,8 @@ struct Search<'a> {
     metric: SearchMetric,
     /// Search a uniform family beside each twin family ([`Candidates`]).
     twin_select: bool,
+    /// Each output channel of a per-channel weight picks its own multiple (`channel_search`).
+    channel_search: bool,
     /// Correct the bias of each searched linear layer for its chosen quantizers
     /// ([`QuantConfig::bias_correction`]).
     bias_correction: bool,
@@ -552,35 +559,44 @@ impl Search<'_> {
 
     /// The search of one layer: for each family of input candidates, an alternating search over
     /// `(weight candidate, input candidate)` indices (`rounds` rounds: every weight candidate with the
-    /// best input so far, then every input of the family with the best weight), starting from weight
-    /// index 0 and the family's first input; `eval` is the distance. The family whose search ends at
-    /// the smaller distance wins (a tie keeps the earlier family: the twin one).
+    /// best input so far, then every input of the family with the best weights), starting from weight
+    /// index 0 and the family's first input. The weight side is chosen per group: `groups` independent
+    /// choices (a linear layer's output channels, whose distances do not depend on each other's
+    /// scales; 1 for a matmul's operand B). `eval(weights, input)` is the distance of each group for
+    /// one weight index per group. The family whose search ends at the smaller total distance wins (a
+    /// tie keeps the earlier family: the twin one).
     fn select(
         &self,
         nw: usize,
+        groups: usize,
         families: &[std::ops::Range<usize>],
-        mut eval: impl FnMut(usize, usize) -> Result<f64>,
-    ) -> Result<(usize, usize)> {
-        let mut pick: Option<(f64, usize, usize)> = None;
+        mut eval: impl FnMut(&[usize], usize) -> Result<Vec<f64>>,
+    ) -> Result<(Vec<usize>, usize)> {
+        let mut pick: Option<(f64, Vec<usize>, usize)> = None;
         for family in families {
-            let (mut bw, mut bi) = (0, family.start);
-            let mut best = eval(bw, bi)?;
+            let (mut bw, mut bi) = (vec![0; groups], family.start);
+            let mut best = eval(&bw, bi)?;
             for _ in 0..self.rounds.max(1) {
                 for w in 1..nw {
-                    let d = eval(w, bi)?;
-                    if d < best {
-                        (best, bw) = (d, w);
+                    let d = eval(&vec![w; groups], bi)?;
+                    for ((b, bwg), dg) in best.iter_mut().zip(&mut bw).zip(d) {
+                        if dg < *b {
+                            (*b, *bwg) = (dg, w);
+                        }
                     }
                 }
+                let mut total: f64 = best.iter().sum();
                 for i in family.start + 1..family.end {
-                    let d = eval(bw, i)?;
-                    if d < best {
-                        (best, bi) = (d, i);
+                    let d = eval(&bw, i)?;
+                    let t: f64 = d.iter().sum();
+                    if t < total {
+                        (total, best, bi) = (t, d, i);
                     }
                 }
             }
-            if pick.is_none_or(|(d, _, _)| best < d) {
-                pick = Some((best, bw, bi));
+            let total: f64 = best.iter().sum();
+            if pick.as_ref().is_none_or(|(d, _, _)| total < *d) {
+                pick = Some((total, bw, bi));
             }
         }
         pick.map(|(_, w, i)| (w, i))
@@ -611,15 +627,24 @@ impl Search<'_> {
             TensorData::new(sample.g.clone(), [rows, n]),
             device,
         ));
-        let dist = |y: Tensor<B, 2>| -> f64 {
-            ((y - problem.target.clone()).powi_scalar(2) * g2.clone())
-                .sum()
-                .into_scalar()
-                .elem::<f64>()
+        // With `channel_search`, each output channel of a per-channel weight picks its own factor:
+        // a column's distance depends only on its own scale (the authors search each block of output
+        // channels, `n_V`, on its own).
+        let by_channel = per_channel && self.channel_search;
+        let groups = if by_channel { n } else { 1 };
+        let dist = |y: Tensor<B, 2>| -> Result<Vec<f64>> {
+            let d = ((y - problem.target.clone()).powi_scalar(2) * g2.clone()).sum_dim(0);
+            let d = uniform::tensor_to_vec(&d)?.0;
+            Ok(if by_channel {
+                d.into_iter().map(f64::from).collect()
+            } else {
+                vec![d.into_iter().map(f64::from).sum()]
+            })
         };
         let alphas: Vec<f32> = std::iter::once(1.0)
             .chain(self.grid.iter().copied())
             .collect();
+        let factors = |picks: &[usize]| -> Vec<f32> { picks.iter().map(|&i| alphas[i]).collect() };
         let inputs = Candidates::new(
             act,
             twin_gelu.then_some(TwinKind::Gelu),
@@ -628,8 +653,8 @@ impl Search<'_> {
         )?;
         // Cache the quantized operands of the current best on the other side.
         let mut xq_cache: Option<(usize, Tensor<B, 2>)> = None;
-        let mut wq_cache: Option<(usize, Tensor<B, 2>)> = None;
-        let (bw, bi) = self.select(alphas.len(), &inputs.families, |wi, ii| {
+        let mut wq_cache: Option<(Vec<usize>, Tensor<B, 2>)> = None;
+        let (bw, bi) = self.select(alphas.len(), groups, &inputs.families, |wi, ii| {
             let xq = match &xq_cache {
                 Some((i, t)) if *i == ii => t.clone(),
                 _ => {
@@ -639,24 +664,24 @@ impl Search<'_> {
                 }
             };
             let wq = match &wq_cache {
-                Some((i, t)) if *i == wi => t.clone(),
+                Some((i, t)) if i == wi => t.clone(),
                 _ => {
-                    let t = problem.weight(alphas[wi]);
-                    wq_cache = Some((wi, t.clone()));
+                    let t = problem.weight_scaled(&factors(wi));
+                    wq_cache = Some((wi.to_vec(), t.clone()));
                     t
                 }
             };
-            Ok(dist(problem.output(xq, wq)))
+            dist(problem.output(xq, wq))
         })?;
         let chosen = QuantParams {
-            scales: problem.scales(alphas[bw]),
+            scales: problem.scales_scaled(&factors(&bw)),
             ..params
         };
         let codes = uniform::quantize_ref(w, &chosen)?;
         let corrected = if self.bias_correction {
             let y = problem.output(
                 inputs.list[bi].apply(problem.x.clone())?,
-                problem.weight(alphas[bw]),
+                problem.weight_scaled(&factors(&bw)),
             );
             problem.corrected_bias(&y)?
         } else {
@@ -696,7 +721,8 @@ impl Search<'_> {
         let mut a_cache: Option<(usize, Tensor<B, 3>)> = None;
         let mut b_cache: Option<(usize, Tensor<B, 3>)> = None;
         // The alternation's "weight" side is operand B, its "input" side operand A.
-        let (bb, ba) = self.select(cb.list.len(), &ca.families, |bi, ai| {
+        let (bb, ba) = self.select(cb.list.len(), 1, &ca.families, |bi, ai| {
+            let bi = bi[0];
             let aq = match &a_cache {
                 Some((i, t)) if *i == ai => t.clone(),
                 _ => {
@@ -713,14 +739,14 @@ impl Search<'_> {
                     t
                 }
             };
-            Ok(
+            Ok(vec![
                 ((aq.matmul(bq) - target.clone()).powi_scalar(2) * g2.clone())
                     .sum()
                     .into_scalar()
                     .elem::<f64>(),
-            )
+            ])
         })?;
-        Ok((ca.list[ba], cb.list[bb]))
+        Ok((ca.list[ba], cb.list[bb[0]]))
     }
 }
 
@@ -753,6 +779,7 @@ mod tests {
             rounds: 2,
             metric: SearchMetric::Hessian,
             twin_select,
+            channel_search: false,
             bias_correction: false,
         }
     }
@@ -875,5 +902,83 @@ mod tests {
         );
         let twin_only = Candidates::new(&a, Some(TwinKind::Softmax), &grid(), false).unwrap();
         assert_eq!(twin_only.families, vec![0..SOFTMAX_SHIFTS.len()]);
+    }
+
+    /// Per-channel 4-bit weights where one output channel holds an outlier (clipping it pays) and the
+    /// others are Gaussian: every channel picks its own factor, the outlier's channel clips, and the
+    /// search ends below the Hessian-guided distance of the best single factor for all channels
+    /// (found here by brute force over the same grid with the chosen input quantizer).
+    #[test]
+    fn per_channel_weights_pick_their_own_factor() {
+        let mut rng = Rng::new(11);
+        let (n, k, rows) = (6, 64, 256);
+        let mut w = rng.gaussian_vec(n * k);
+        w[3] = 12.0;
+        let x = rng.gaussian_vec(rows * k);
+        let g: Vec<f32> = rng.gaussian_vec(rows * n);
+        let spec =
+            QuantSpec::new(4, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap();
+        let calibrated = QuantizedTensor::quantize(&w, &[n, k], &spec).unwrap();
+        let sample = Sample {
+            a: x.clone(),
+            g: g.clone(),
+            count: rows,
+            ..Sample::default()
+        };
+        let grid = grid();
+        let dev = Default::default();
+        let opts = Search {
+            channel_search: true,
+            ..search(&grid, false)
+        };
+        let (q, input, _) = opts
+            .linear::<B>(
+                &w,
+                None,
+                [n, k],
+                &sample,
+                &calibrated,
+                &act(8, &x),
+                false,
+                &dev,
+            )
+            .unwrap();
+        let before = calibrated.params().unwrap().scales;
+        let after = q.params().unwrap().scales;
+        let ratios: Vec<f32> = after.iter().zip(&before).map(|(a, b)| a / b).collect();
+        assert!(ratios[0] < 0.8, "the outlier's channel clips: {ratios:?}");
+        assert!(
+            ratios[1..].iter().any(|r| (r - ratios[0]).abs() > 0.1),
+            "channels differ: {ratios:?}"
+        );
+        // The Hessian-guided distance of a weight `[n, k]` with the chosen input quantizer.
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x, [rows, k]), &dev);
+        let xq = input.apply(xt.clone()).unwrap();
+        let g2 = Tensor::<B, 2>::from_data(TensorData::new(g, [rows, n]), &dev).powi_scalar(2);
+        let wt =
+            |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [n, k]), &dev).transpose();
+        let target = xt.matmul(wt(w.clone()));
+        let dist = |v: Vec<f32>| {
+            ((xq.clone().matmul(wt(v)) - target.clone()).powi_scalar(2) * g2.clone())
+                .sum()
+                .into_scalar()
+                .elem::<f64>()
+        };
+        let searched = dist(q.dequantize().unwrap());
+        let best_single = std::iter::once(1.0)
+            .chain(grid.iter().copied())
+            .map(|alpha| {
+                let params = QuantParams {
+                    scales: before.iter().map(|s| s * alpha).collect(),
+                    ..calibrated.params().unwrap()
+                };
+                let codes = uniform::quantize_ref(&w, &params).unwrap();
+                dist(uniform::dequantize_ref(&codes, &params).unwrap())
+            })
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            searched < 0.97 * best_single,
+            "per-channel {searched} against the best single factor {best_single}"
+        );
     }
 }

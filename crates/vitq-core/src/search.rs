@@ -219,19 +219,35 @@ impl<B: Backend> LinearProblem<B> {
 
     /// The calibrated scales times `alpha` (empty without a grid).
     pub fn scales(&self, alpha: f32) -> Vec<f32> {
+        self.scales_scaled(&[alpha])
+    }
+
+    /// The calibrated scales times `factors`: one factor for all scales, or one per scale (per output
+    /// channel); empty without a grid.
+    pub fn scales_scaled(&self, factors: &[f32]) -> Vec<f32> {
         self.grid
             .iter()
-            .flat_map(|g| g.scales.iter().map(|s| s * alpha))
+            .flat_map(|g| {
+                g.scales
+                    .iter()
+                    .zip(factors.iter().cycle())
+                    .map(|(s, f)| s * f)
+            })
             .collect()
     }
 
     /// The weight, transposed (`[k, n]`), fake-quantized at the scales `alpha·Δ` (the float weight
     /// without a grid).
     pub fn weight(&self, alpha: f32) -> Tensor<B, 2> {
+        self.weight_scaled(&[alpha])
+    }
+
+    /// [`LinearProblem::weight`] at the scales of [`LinearProblem::scales_scaled`].
+    pub fn weight_scaled(&self, factors: &[f32]) -> Tensor<B, 2> {
         let Some(grid) = &self.grid else {
             return self.wt.clone();
         };
-        let s = self.scales(alpha);
+        let s = self.scales_scaled(factors);
         let len = s.len();
         let st = Tensor::<B, 1>::from_data(TensorData::new(s, [len]), &self.wt.device());
         let st = if grid.per_channel {
