@@ -15,7 +15,8 @@
 //!    `head`) and each attention matmul, alternately for `rounds` rounds: the weight scales
 //!    (`α·Δ_W`; with `channel_search` and per-channel weights each output channel picks its own `α`,
 //!    the analogue of the authors' separate search of each block of output channels, since a
-//!    channel's share of the distance depends on its own scale alone), then the input quantizer: a uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)`
+//!    channel's share of the distance depends on its own scale alone), then the input quantizer: a
+//!    uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)`
 //!    of `fc2`'s post-GELU input (its `m` set so that `R1` covers the negatives), the twin `m ∈ 0..20`
 //!    of the post-softmax operand of `matmul_av`. `α` and `β` run over the paper's grid, `candidates + 1`
 //!    evenly spaced values of `range` (the authors use `[0.01, 1.2]`, 100 and 3 rounds); the calibrated scales are
