@@ -137,8 +137,9 @@ pub enum PtqMethod {
         twin_select: bool,
         /// With per-channel weights, let each output channel pick its own multiple of its scale (each
         /// channel's share of the distance depends on its own scale alone) instead of one multiple
-        /// for the whole layer (see [`crate::ptq4vit`]). Off by default: one multiple per layer, as in
-        /// the paper's per-tensor setting.
+        /// for the whole layer, in each layer where that choice, fitted on half of the calibration
+        /// rows, wins on the other half (see [`crate::ptq4vit`]). Off by default: one multiple per
+        /// layer, as in the paper's per-tensor setting.
         #[serde(default)]
         channel_search: bool,
         /// The distance minimized: `"hessian"` (the paper's) or `"mse"`.
