@@ -140,9 +140,14 @@ pub fn gemm_i8_with(
     kernel.check()?;
     let mut c = vec![0i32; m * n];
     if m > 0 && n > 0 && k > 0 {
-        Layout::new(kernel, b, n, k).gemm(a, m, n, k, &mut c);
+        Layout::new(kernel, b, n, k).gemm(a, m, n, k, &mut c, &copy_sums);
     }
     Ok(c)
+}
+
+/// The `store` of [`gemm_blocked`] that keeps the sums.
+fn copy_sums(_: usize, sums: &[i32], dst: &mut [i32]) {
+    dst.copy_from_slice(sums);
 }
 
 /// Weights laid out for one register-tile kernel; [`gemm_blocked`] drives them all.
@@ -177,14 +182,23 @@ trait Panels: Sync {
     );
 }
 
-/// `C = A · Bᵀ` into `c` (`m × n`) through the panels' register tiles. Tasks own a block of at most
-/// 256 rows of A and 64 columns of C (the weight panel, ≤ 64·k values, stays in L2), swept in register
-/// tiles over chunks of 64 groups of `k` (the panel's slice stays in L1); each writes a block that is
-/// then scattered. Splitting rows too keeps every core busy when `n` is small (a conv's 16 channels).
+/// `C = A · Bᵀ` through the panels' register tiles, each run of sums `C[i, j0 .. j0 + cols]` written
+/// to `c[i·n + j0 ..][..cols]` by `store(j0, sums, dst)` (`c` is `m × n`; [`linear_i8`] rescales to
+/// `f32` there, with no `i32` matrix in between). Tasks own a block of at most 256 rows of A and 64 columns of C (the
+/// weight panel, ≤ 64·k values, stays in L2), swept in register tiles over chunks of 64 groups of `k`
+/// (the panel's slice stays in L1); each writes a block of sums that the rows of `c` then read, in
+/// parallel. Splitting rows too keeps every core busy when `n` is small (a conv's 16 channels).
 ///
 /// # Safety
-/// As [`Panels::tile`]; `a.len() == m·k`, the panels are `[n, k]`, and `m`, `n`, `k` ≥ 1.
-unsafe fn gemm_blocked<P: Panels>(p: &P, a: &[i8], m: usize, n: usize, k: usize, c: &mut [i32]) {
+/// As [`Panels::tile`]; `a.len() == m·k`, `c.len() == m·n`, the panels are `[n, k]`, and `m`, `n`,
+/// `k` ≥ 1.
+unsafe fn gemm_blocked<P: Panels, T: Send>(
+    p: &P,
+    a: &[i8],
+    [m, n, k]: [usize; 3],
+    c: &mut [T],
+    store: &(impl Fn(usize, &[i32], &mut [T]) + Sync),
+) {
     const COLS: usize = 64;
     const ROWS: usize = 256;
     const KC: usize = 64;
@@ -203,7 +217,9 @@ unsafe fn gemm_blocked<P: Panels>(p: &P, a: &[i8], m: usize, n: usize, k: usize,
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
         .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
         .collect();
-    let blocks: Vec<(usize, usize, Vec<i32>)> = tasks
+    // In task order: block (r0 / ROWS, j0 / COLS) at r0 / ROWS · col_blocks + j0 / COLS.
+    let col_blocks = n.div_ceil(COLS);
+    let blocks: Vec<Vec<i32>> = tasks
         .into_par_iter()
         .map(|(r0, j0)| {
             let cols = COLS.min(n - j0);
@@ -228,16 +244,17 @@ unsafe fn gemm_blocked<P: Panels>(p: &P, a: &[i8], m: usize, n: usize, k: usize,
                     };
                 }
             }
-            (r0, j0, out)
+            out
         })
         .collect();
-    for (r0, j0, out) in blocks {
-        let cols = COLS.min(n - j0);
-        for (i, row) in out.chunks_exact(cols).enumerate() {
-            let at = (r0 + i) * n + j0;
-            c[at..at + cols].copy_from_slice(row);
+    c.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+        let (band, i) = (r / ROWS, r % ROWS);
+        for (cb, out) in blocks[band * col_blocks..][..col_blocks].iter().enumerate() {
+            let j0 = cb * COLS;
+            let cols = COLS.min(n - j0);
+            store(j0, &out[i * cols..(i + 1) * cols], &mut row[j0..j0 + cols]);
         }
-    }
+    });
 }
 
 /// The portable and AVX2 kernels: weights as 16-bit pairs, two values of `k` per step.
@@ -753,15 +770,24 @@ impl Layout {
         }
     }
 
-    /// `c = a · bᵀ` (`a` `[m, k]`, `c` `[m, n]`; `m`, `n`, `k` ≥ 1).
-    fn gemm(&self, a: &[i8], m: usize, n: usize, k: usize, c: &mut [i32]) {
+    /// `c = store(a · bᵀ)` (`a` `[m, k]`, `c` `[m, n]`; `m`, `n`, `k` ≥ 1; see [`gemm_blocked`]).
+    fn gemm<T: Send>(
+        &self,
+        a: &[i8],
+        m: usize,
+        n: usize,
+        k: usize,
+        c: &mut [T],
+        store: &(impl Fn(usize, &[i32], &mut [T]) + Sync),
+    ) {
+        debug_assert_eq!(c.len(), m * n);
         match self {
             // SAFETY: the pairs' AVX2 flag is set only where the CPU has AVX2 (`pairs::Packed`).
-            Layout::Pairs(p) => unsafe { gemm_blocked(p, a, m, n, k, c) },
+            Layout::Pairs(p) => unsafe { gemm_blocked(p, a, [m, n, k], c, store) },
             // SAFETY: VNNI panels are built only for a kernel the caller found available
             // (`gemm_i8_with`, `IntWeight::with_kernel`).
             #[cfg(target_arch = "x86_64")]
-            Layout::Vnni(p) => unsafe { gemm_blocked(p, a, m, n, k, c) },
+            Layout::Vnni(p) => unsafe { gemm_blocked(p, a, [m, n, k], c, store) },
         }
     }
 }
@@ -781,9 +807,14 @@ impl IntWeight {
                 "int8 GEMM with k = {k} > {MAX_K} could overflow i32"
             )));
         }
-        let row_sums = codes
-            .chunks_exact(k.max(1))
-            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+        // One sum per row, zero where `k = 0` (no codes).
+        let row_sums = (0..n)
+            .map(|j| {
+                codes[j * k..(j + 1) * k]
+                    .iter()
+                    .map(|&v| i32::from(v))
+                    .sum()
+            })
             .collect();
         Ok(Self {
             layout: Layout::new(Kernel::best(), &codes, n, k),
@@ -840,6 +871,17 @@ impl IntWeight {
 
     /// `A · codesᵀ` for `A` `[m, k]`, equal to [`gemm_i8_ref`] bit for bit.
     pub fn gemm(&self, a: &[i8], m: usize) -> Result<Vec<i32>> {
+        self.gemm_map(a, m, &copy_sums)
+    }
+
+    /// The product `A · codesᵀ` (the sums of [`IntWeight::gemm`]) written row-major through `store`,
+    /// a run of columns of one row at a time ([`gemm_blocked`]).
+    fn gemm_map<T: Send + Default + Clone>(
+        &self,
+        a: &[i8],
+        m: usize,
+        store: &(impl Fn(usize, &[i32], &mut [T]) + Sync),
+    ) -> Result<Vec<T>> {
         if a.len() != m * self.k {
             return Err(Error::ShapeMismatch {
                 what: "int8 GEMM activations".into(),
@@ -847,9 +889,14 @@ impl IntWeight {
                 got: vec![a.len()],
             });
         }
-        let mut c = vec![0i32; m * self.n];
+        let mut c = vec![T::default(); m * self.n];
         if m > 0 && self.n > 0 && self.k > 0 {
-            self.layout.gemm(a, m, self.n, self.k, &mut c);
+            self.layout.gemm(a, m, self.n, self.k, &mut c, store);
+        } else {
+            // No products: every sum is zero.
+            let zeros = vec![0; self.n];
+            c.par_chunks_mut(self.n.max(1))
+                .for_each(|row| store(0, &zeros, row));
         }
         Ok(c)
     }
@@ -1039,20 +1086,20 @@ pub fn linear_i8(
             got: vec![b.len()],
         });
     }
-    let acc = w.gemm(x, m)?;
     let col_scale: Vec<f32> = w.scales.iter().map(|s| s * scale).collect();
     let col_zero: Vec<i32> = w.row_sums.iter().map(|s| s * zero).collect();
     let zeros = vec![0f32; w.n];
     let bias = bias.unwrap_or(&zeros);
-    let mut y = vec![0f32; m * w.n];
-    y.par_chunks_mut(w.n.max(1))
-        .zip(acc.par_chunks(w.n.max(1)))
-        .for_each(|(out, row)| {
-            for j in 0..row.len() {
-                out[j] = (row[j] - col_zero[j]) as f32 * col_scale[j] + bias[j];
-            }
-        });
-    Ok(y)
+    w.gemm_map(x, m, &|j0, sums: &[i32], out: &mut [f32]| {
+        let cols = j0..j0 + sums.len();
+        let terms = col_zero[cols.clone()]
+            .iter()
+            .zip(&col_scale[cols.clone()])
+            .zip(&bias[cols]);
+        for ((y, &acc), ((&z, &s), &b)) in out.iter_mut().zip(sums).zip(terms) {
+            *y = (acc - z) as f32 * s + b;
+        }
+    })
 }
 
 /// Convolution geometry for [`im2col_i8`].

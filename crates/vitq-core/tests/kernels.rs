@@ -40,6 +40,33 @@ proptest! {
             prop_assert_eq!(&w.gemm(&a, m).unwrap(), &want, "{:?}", kernel);
         }
     }
+
+    /// The W8A8 linear layer's rescaled output, `s_x·s_w[j]·(Σ x·w − z_x·Σ w) + b[j]`, written by
+    /// every kernel's blocks, equals the same formula on the reference sums (rows past one block of
+    /// 256, columns past one task of 64, and `k = 0`, where the output is the bias).
+    #[test]
+    fn linear_i8_equals_the_formula_on_reference_sums(m in 0usize..300, n in 1usize..140, k in 0usize..40, zero in -128i32..128, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let x: Vec<i8> = (0..m * k).map(|_| rng.next_u64() as i8).collect();
+        let codes: Vec<i8> = (0..n * k).map(|_| rng.next_u64() as i8).collect();
+        let scales: Vec<f32> = (0..n).map(|_| 0.01 + rng.uniform() as f32).collect();
+        let bias: Vec<f32> = rng.gaussian_vec(n);
+        let sums = gemm_i8_ref(&x, &codes, m, n, k).unwrap();
+        let s = 0.02f32;
+        let w = IntWeight::new(codes.clone(), scales.clone(), n, k).unwrap();
+        let want: Vec<f32> = sums
+            .iter()
+            .enumerate()
+            .map(|(i, &acc)| {
+                let j = i % n;
+                (acc - w.row_sums()[j] * zero) as f32 * (scales[j] * s) + bias[j]
+            })
+            .collect();
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            let w = w.clone().with_kernel(kernel).unwrap();
+            prop_assert_eq!(&linear_i8(&x, zero, s, &w, Some(&bias), m).unwrap(), &want, "{:?}", kernel);
+        }
+    }
 }
 
 /// A conv weight reordered for im2col gives the same codes whichever kernel it is laid out for.
