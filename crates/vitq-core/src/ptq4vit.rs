@@ -443,6 +443,29 @@ where
     Ok(model)
 }
 
+/// The value last made for a key: the quantized operand of the current best on one side of the
+/// alternating search, made again only when that side's choice changes.
+struct Memo<K, T>(Option<(K, T)>);
+
+impl<K, T> Default for Memo<K, T> {
+    fn default() -> Self {
+        Memo(None)
+    }
+}
+
+impl<K: PartialEq, T: Clone> Memo<K, T> {
+    fn get(&mut self, key: K, make: impl FnOnce() -> Result<T>) -> Result<T> {
+        match &self.0 {
+            Some((k, t)) if *k == key => Ok(t.clone()),
+            _ => {
+                let t = make()?;
+                self.0 = Some((key, t.clone()));
+                Ok(t)
+            }
+        }
+    }
+}
+
 /// A candidate input quantizer.
 #[derive(Clone, Copy, Debug)]
 enum InputQ {
@@ -660,28 +683,13 @@ impl Search<'_> {
             let x = problem.x.clone().slice([rows.clone(), 0..k]);
             let target = problem.target.clone().slice([rows.clone(), 0..n]);
             let g2 = g2.clone().slice([rows, 0..n]);
-            let mut xq_cache: Option<(usize, Tensor<B, 2>)> = None;
-            let mut wq_cache: Option<(Vec<usize>, Tensor<B, 2>)> = None;
+            let (mut xq_memo, mut wq_memo) = (Memo::default(), Memo::default());
             let inputs = &inputs;
             let problem = &problem;
             let factors = &factors;
             move |wi: &[usize], ii: usize| -> Result<Vec<f64>> {
-                let xq = match &xq_cache {
-                    Some((i, t)) if *i == ii => t.clone(),
-                    _ => {
-                        let t = inputs.list[ii].apply(x.clone())?;
-                        xq_cache = Some((ii, t.clone()));
-                        t
-                    }
-                };
-                let wq = match &wq_cache {
-                    Some((i, t)) if i == wi => t.clone(),
-                    _ => {
-                        let t = problem.weight_scaled(&factors(wi));
-                        wq_cache = Some((wi.to_vec(), t.clone()));
-                        t
-                    }
-                };
+                let xq = xq_memo.get(ii, || inputs.list[ii].apply(x.clone()))?;
+                let wq = wq_memo.get(wi.to_vec(), || Ok(problem.weight_scaled(&factors(wi))))?;
                 let d = ((problem.output(xq, wq) - target.clone()).powi_scalar(2) * g2.clone())
                     .sum_dim(0);
                 Ok(uniform::tensor_to_vec(&d)?
@@ -760,27 +768,12 @@ impl Search<'_> {
             self.twin_select,
         )?;
         let cb = Candidates::new(b, None, self.grid, false)?;
-        let mut a_cache: Option<(usize, Tensor<B, 3>)> = None;
-        let mut b_cache: Option<(usize, Tensor<B, 3>)> = None;
+        let (mut a_memo, mut b_memo) = (Memo::default(), Memo::default());
         // The alternation's "weight" side is operand B, its "input" side operand A.
         let (bb, ba) = self.select(cb.list.len(), 1, &ca.families, |bi, ai| {
             let bi = bi[0];
-            let aq = match &a_cache {
-                Some((i, t)) if *i == ai => t.clone(),
-                _ => {
-                    let t = ca.list[ai].apply(at.clone())?;
-                    a_cache = Some((ai, t.clone()));
-                    t
-                }
-            };
-            let bq = match &b_cache {
-                Some((i, t)) if *i == bi => t.clone(),
-                _ => {
-                    let t = cb.list[bi].apply(bt.clone())?;
-                    b_cache = Some((bi, t.clone()));
-                    t
-                }
-            };
+            let aq = a_memo.get(ai, || ca.list[ai].apply(at.clone()))?;
+            let bq = b_memo.get(bi, || cb.list[bi].apply(bt.clone()))?;
             Ok(vec![
                 ((aq.matmul(bq) - target.clone()).powi_scalar(2) * g2.clone())
                     .sum()
@@ -946,6 +939,46 @@ mod tests {
         assert_eq!(twin_only.families, vec![0..SOFTMAX_SHIFTS.len()]);
     }
 
+    /// A linear layer `w` (`[n, k]`) quantized per channel at `bits` with min-max scales (the
+    /// calibrated weight) and then searched on the rows `x` / gradients `g` with the given
+    /// `channel_search`, 8-bit min-max input, 30 candidates: (calibrated, searched, input).
+    fn search_linear(
+        w: &[f32],
+        [n, k]: [usize; 2],
+        x: &[f32],
+        g: &[f32],
+        bits: u32,
+        channel_search: bool,
+    ) -> (QuantizedTensor, QuantizedTensor, InputQ) {
+        let spec =
+            QuantSpec::new(bits, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap();
+        let calibrated = QuantizedTensor::quantize(w, &[n, k], &spec).unwrap();
+        let sample = Sample {
+            a: x.to_vec(),
+            g: g.to_vec(),
+            count: x.len() / k,
+            ..Sample::default()
+        };
+        let grid = grid();
+        let opts = Search {
+            channel_search,
+            ..search(&grid, false)
+        };
+        let (q, input, _) = opts
+            .linear::<B>(
+                w,
+                None,
+                [n, k],
+                &sample,
+                &calibrated,
+                &act(8, x),
+                false,
+                &Default::default(),
+            )
+            .unwrap();
+        (calibrated, q, input)
+    }
+
     /// With a handful of rows, per-channel factors fitted on half of them fit that half's noise and
     /// lose on the other half: `channel_search` then keeps one factor for the layer, the result
     /// of the search without it.
@@ -956,33 +989,8 @@ mod tests {
         let w = rng.gaussian_vec(n * k);
         let x = rng.gaussian_vec(rows * k);
         let g = rng.gaussian_vec(rows * n);
-        let spec =
-            QuantSpec::new(6, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap();
-        let calibrated = QuantizedTensor::quantize(&w, &[n, k], &spec).unwrap();
-        let sample = Sample {
-            a: x.clone(),
-            g,
-            count: rows,
-            ..Sample::default()
-        };
-        let grid = grid();
-        let scales = |channel_search: bool| {
-            let opts = Search {
-                channel_search,
-                ..search(&grid, false)
-            };
-            let (q, _, _) = opts
-                .linear::<B>(
-                    &w,
-                    None,
-                    [n, k],
-                    &sample,
-                    &calibrated,
-                    &act(8, &x),
-                    false,
-                    &Default::default(),
-                )
-                .unwrap();
+        let scales = |channel_search| {
+            let (_, q, _) = search_linear(&w, [n, k], &x, &g, 6, channel_search);
             q.params().unwrap().scales
         };
         assert_eq!(scales(true), scales(false));
@@ -1002,33 +1010,9 @@ mod tests {
         let mut x = rng.gaussian_vec(rows * k);
         x.iter_mut().skip(3).step_by(k).for_each(|v| *v *= 0.01);
         let g: Vec<f32> = rng.gaussian_vec(rows * n);
-        let spec =
-            QuantSpec::new(4, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap();
-        let calibrated = QuantizedTensor::quantize(&w, &[n, k], &spec).unwrap();
-        let sample = Sample {
-            a: x.clone(),
-            g: g.clone(),
-            count: rows,
-            ..Sample::default()
-        };
+        let (calibrated, q, input) = search_linear(&w, [n, k], &x, &g, 4, true);
         let grid = grid();
         let dev = Default::default();
-        let opts = Search {
-            channel_search: true,
-            ..search(&grid, false)
-        };
-        let (q, input, _) = opts
-            .linear::<B>(
-                &w,
-                None,
-                [n, k],
-                &sample,
-                &calibrated,
-                &act(8, &x),
-                false,
-                &dev,
-            )
-            .unwrap();
         let before = calibrated.params().unwrap().scales;
         let after = q.params().unwrap().scales;
         let ratios: Vec<f32> = after.iter().zip(&before).map(|(a, b)| a / b).collect();
