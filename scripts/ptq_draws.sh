@@ -6,6 +6,8 @@
 #   python3 scripts/peer/export_random_vit.py --out /tmp/vitw --seeds 1 2 3
 #   scripts/ptq_draws.sh /tmp/vitw/deit_tiny_patch16_224_seed{1,2,3}.safetensors
 # A ViT trained by scripts/peer/train_cifar_vit.py: MODEL=auto scripts/ptq_draws.sh vit_cifar_d6.safetensors.
+# PTQ4ViT with channel_search (docs/architecture.md's held-out table):
+#   CONFIGS=examples/configs/ptq4vit-channel-w6a6.toml,examples/configs/ptq4vit-channel-w4a8.toml scripts/ptq_draws.sh <weights…>
 # Environment: MODEL (deit_tiny_patch16_224; `auto` infers the architecture from the checkpoint), DATA (../shared/data/cifar10/test_first1000.bin),
 # CALIB (32 images; the rest are evaluated), CONFIGS (comma-separated; the min-max, ranking-aware and
 # PTQ4ViT presets at W6A6 and W4A8).
