@@ -184,10 +184,11 @@ trait Panels: Sync {
 
 /// `C = A · Bᵀ` through the panels' register tiles, each run of sums `C[i, j0 .. j0 + cols]` written
 /// to `c[i·n + j0 ..][..cols]` by `store(j0, sums, dst)` (`c` is `m × n`; [`linear_i8`] rescales to
-/// `f32` there, with no `i32` matrix in between). Tasks own a block of at most 256 rows of A and 64 columns of C (the
-/// weight panel, ≤ 64·k values, stays in L2), swept in register tiles over chunks of 64 groups of `k`
-/// (the panel's slice stays in L1); each writes a block of sums that the rows of `c` then read, in
-/// parallel. Splitting rows too keeps every core busy when `n` is small (a conv's 16 channels).
+/// `f32` there, with no `i32` matrix in between). Tasks own a block of at most 256 rows of A and 64
+/// columns of C (the weight panel, ≤ 64·k values, stays in L2), swept in register tiles over chunks
+/// of 64 groups of `k` (the panel's slice stays in L1); each writes a block of sums that the rows of
+/// `c` then read, in parallel. Splitting rows too keeps every core busy when `n` is small (a conv's
+/// 16 channels).
 ///
 /// # Safety
 /// As [`Panels::tile`]; `a.len() == m·k`, `c.len() == m·n`, the panels are `[n, k]`, and `m`, `n`,

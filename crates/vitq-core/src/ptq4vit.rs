@@ -16,9 +16,8 @@
 //!    (`α·Δ_W`; with `channel_search` and per-channel weights each output channel may pick its own
 //!    `α`, the analogue of the authors' separate search of each block of output channels, since a
 //!    channel's share of the distance depends on its own scale alone; see below), then the input
-//!    quantizer: a
-//!    uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)`
-//!    of `fc2`'s post-GELU input (its `m` set so that `R1` covers the negatives), the twin `m ∈ 0..20`
+//!    quantizer: a uniform range `β·[lo, hi]`, the twin `Δ_R2 = β·max/(2^(k−1) − 1)` of `fc2`'s
+//!    post-GELU input (its `m` set so that `R1` covers the negatives), the twin `m ∈ 0..20`
 //!    of the post-softmax operand of `matmul_av`. `α` and `β` run over the paper's grid, `candidates + 1`
 //!    evenly spaced values of `range` (the authors use `[0.01, 1.2]`, 100 and 3 rounds); the calibrated scales are
 //!    the starting point and are kept unless a candidate is strictly better (the softmax twin starts
@@ -45,7 +44,7 @@
 //! **Per-channel factors (`channel_search`, off by default; an extension of the paper).** One `α`
 //! per output channel has `n` times the freedom of one per layer, fitted on a few hundred rows whose
 //! gradient weights come from a few probes: on random-init `deit_tiny_patch16_224` at W6A6, factors
-//! fitted on the first 16 calibration images raised the distance on the other 16 by 20–670 % in the
+//! fitted on the first 16 calibration images raised the distance on the other 16 by 1–670 % in the
 //! `qkv`, `fc1` and `fc2` layers (and lowered it in most `proj` layers). So the choice is checked
 //! on held-out rows: both searches, per channel and per layer, run on the first half of the rows
 //! (the first calibration images), and the per-channel factors are kept only if they end at the
