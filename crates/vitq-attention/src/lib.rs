@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | [`Strategy::Reference`] | matmul → softmax with the row max subtracted → matmul, in f32 | every backend; the test oracle |
 //! | [`Strategy::Flash`] | one fused CubeCL kernel: Q tiles stay on chip, K/V tiles stream through shared memory, online softmax, f32 accumulation, no N×N matrix in memory; on CUDA with f16 / bf16 both products run on tensor cores ([`flash_kernel`]) | CubeCL backends (`cuda`, `wgpu` features) |
-//! | [`Strategy::Quantized`] | Q and K quantized to int8 with one scale per token (symmetric), exact integer QKᵀ, f32 softmax, f32 V | every backend |
+//! | [`Strategy::Quantized`] | Q and K quantized to int8 with one scale per token (symmetric), exact integer QKᵀ, f32 softmax; P·V and the output in f32 or 8 bits ([`QuantizedSpec`]) | every backend |
 //! | [`Strategy::Burn`] | burn 0.21's own `burn::tensor::module::attention` | every backend |
 //! | [`Strategy::Auto`] | the fastest correct one measured for the backend (`Flash` on tensor cores, else `Burn`) | every backend |
 //!
@@ -68,7 +68,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, ElementConversion, Tensor};
 
 pub use error::{Error, Result};
-pub use quantized::{QuantizedTokens, quantize_per_token};
+pub use quantized::{Precision, QuantizedSpec, QuantizedTokens, quantize_per_token, quantized_pv};
 pub use reference::reference_attention;
 
 /// How [`attention`] computes its result.
@@ -88,9 +88,11 @@ pub enum Strategy {
     Flash,
     /// Q and K quantized to int8 with one symmetric scale per token (`s = max|row| / 127`, round
     /// half to even), the integer product `Q_int · K_intᵀ` computed exactly, rescaled by
-    /// `s_q · s_k · scale`; softmax, V and the output stay in f32 (then cast to the input dtype).
-    /// This is the attention of a W8A8 ViT whose activation quantizers sit before QKᵀ.
-    Quantized,
+    /// `s_q · s_k · scale`; softmax in f32. `P·V` and the output in f32 or in 8 bits, as the
+    /// [`QuantizedSpec`] says (the default: both f32). The result is cast to the input dtype.
+    /// This is the attention of a W8A8 ViT whose activation quantizers sit before QKᵀ (and,
+    /// with `pv = Int8`, before `P·V`).
+    Quantized(QuantizedSpec),
     /// burn 0.21's own `burn::tensor::module::attention`: the CubeCL flash kernels of `cubek`
     /// (autotuned) on cube backends, a tiled CPU kernel on Flex, a decomposition elsewhere.
     Burn,
@@ -154,7 +156,7 @@ pub fn attention_trusted<B: Backend>(
     }
     match strategy {
         Strategy::Reference => Ok(reference_attention(q, k, v, scale, mask)),
-        Strategy::Quantized => Ok(quantized::quantized_attention(q, k, v, scale, mask)),
+        Strategy::Quantized(spec) => Ok(quantized::quantized_attention(q, k, v, scale, mask, spec)),
         Strategy::Burn => Ok(burn_builtin(q, k, v, scale, mask)),
         Strategy::Flash => {
             if mask.is_some() {

@@ -8,10 +8,17 @@ use burn::tensor::{Bool, DType, Tensor, TensorData};
 use common::{gaussian, host, max_abs_score, numel, oracle, rel_err, tensor, tol};
 use proptest::prelude::*;
 use vitq_attention::{
-    Error, Strategy, attention, attention_trusted, default_scale, quantize_per_token,
+    Error, Precision, QuantizedSpec, Strategy, attention, attention_trusted, default_scale,
+    quantize_per_token, quantized_pv,
 };
 
 type B = Flex;
+
+/// Int8 Q·Kᵀ, the rest in f32 (the default spec).
+const QK8: Strategy = Strategy::Quantized(QuantizedSpec {
+    pv: Precision::F32,
+    output: Precision::F32,
+});
 
 struct Case {
     q: Vec<f32>,
@@ -96,6 +103,73 @@ fn quantized_oracle(c: &Case) -> Vec<f64> {
     )
 }
 
+/// Int8 Q·Kᵀ, 8-bit P·V and an int8 output.
+const ALL8: Strategy = Strategy::Quantized(QuantizedSpec {
+    pv: Precision::Int8,
+    output: Precision::Int8,
+});
+
+/// Host model of [`quantized_pv`]: p `[bh, n_q, n_k]`, v `[bh, n_k, d]`; codes and scales in
+/// f32 as the crate computes them, the sums over keys in exact i64, one rescale in f32.
+fn pv_host_model(p: &[f32], v: &[f32], bh: usize, n_q: usize, n_k: usize, d: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(bh * n_q * d);
+    for sl in 0..bh {
+        let vs = &v[sl * n_k * d..][..n_k * d];
+        let s_v: Vec<f32> = (0..d)
+            .map(|j| {
+                let amax = (0..n_k).fold(0f32, |m, k| m.max(vs[k * d + j].abs()));
+                (amax / 127.0).max(f32::EPSILON)
+            })
+            .collect();
+        let v_codes: Vec<i64> = (0..n_k * d)
+            .map(|i| (vs[i] / s_v[i % d]).round_ties_even().clamp(-127.0, 127.0) as i64)
+            .collect();
+        for i in 0..n_q {
+            let row = &p[(sl * n_q + i) * n_k..][..n_k];
+            let s_p = (row.iter().fold(0f32, |m, &x| m.max(x)) / 255.0).max(f32::EPSILON);
+            let p_codes: Vec<i64> = row
+                .iter()
+                .map(|&x| (x / s_p).round_ties_even().clamp(0.0, 255.0) as i64)
+                .collect();
+            for (j, &sv) in s_v.iter().enumerate() {
+                let sum: i64 = (0..n_k).map(|k| p_codes[k] * v_codes[k * d + j]).sum();
+                out.push(f64::from(sum as f32 * s_p * sv));
+            }
+        }
+    }
+    out
+}
+
+/// Softmax rows of random scores (`peak` sets how peaked), `[rows, n_k]`; every fifth row has
+/// its second half masked to exact zeros.
+fn random_probs(rows: usize, n_k: usize, peak: f32, seed: u64) -> Vec<f32> {
+    let scores = gaussian(seed, rows * n_k, peak);
+    scores
+        .chunks(n_k)
+        .enumerate()
+        .flat_map(|(r, row)| {
+            let live = if r % 5 == 4 { n_k.div_ceil(2) } else { n_k };
+            let m = row[..live].iter().fold(f32::MIN, |m, &x| m.max(x));
+            let e: Vec<f32> = (0..n_k)
+                .map(|j| if j < live { (row[j] - m).exp() } else { 0.0 })
+                .collect();
+            let sum: f32 = e.iter().sum();
+            e.into_iter().map(move |x| x / sum)
+        })
+        .collect()
+}
+
+/// Per-token symmetric int8 of a host buffer with rows of `d`, as [`quantize_per_token`] does.
+fn per_token_host(x: &[f32], d: usize) -> Vec<f64> {
+    x.chunks(d)
+        .flat_map(|row| {
+            let s = (row.iter().fold(0f32, |m, &v| m.max(v.abs())) / 127.0).max(f32::EPSILON);
+            row.iter()
+                .map(move |&v| f64::from((v / s).round_ties_even().clamp(-127.0, 127.0) * s))
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -136,12 +210,82 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let c = case(1, 2, n_q, n_k, d, 1.0, seed);
-        let out = run(&c, Strategy::Quantized, None);
+        let out = run(&c, QK8, None);
         let e = rel_err(&out, &quantized_oracle(&c));
         prop_assert!(e <= tol::F32, "vs int8 host model: rel err {e}");
         let e = rel_err(&out, &expected(&c));
         prop_assert!(e <= tol::INT8_VS_FLOAT, "vs float oracle: rel err {e}");
     }
+
+    /// The 8-bit P·V against its host model: bit for bit up to 518 keys, where every integer
+    /// sum is below 2²⁴; past that within the f32 tier.
+    #[test]
+    fn quantized_pv_matches_its_host_model(
+        n_q in 1usize..40,
+        n_k in prop::sample::select(vec![1usize, 7, 64, 197, 518, 1100]),
+        d in prop::sample::select(vec![32usize, 64]),
+        peak in prop::sample::select(vec![0.5f32, 4.0]),
+        seed in any::<u64>(),
+    ) {
+        let p = random_probs(2 * n_q, n_k, peak, seed);
+        let v = gaussian(seed + 1, 2 * n_k * d, 1.0);
+        let dev = Default::default();
+        let out = quantized_pv(
+            tensor::<B>(p.clone(), [1, 2, n_q, n_k], DType::F32, &dev),
+            tensor::<B>(v.clone(), [1, 2, n_k, d], DType::F32, &dev),
+        );
+        prop_assert_eq!(out.dims(), [1, 2, n_q, d]);
+        let (got, want) = (host(out), pv_host_model(&p, &v, 2, n_q, n_k, d));
+        if n_k <= 518 {
+            prop_assert!(got.iter().zip(&want).all(|(&a, &b)| f64::from(a) == b));
+        }
+        let e = rel_err(&got, &want);
+        prop_assert!(e <= tol::F32, "rel err {e}");
+    }
+}
+
+/// `Strategy::Quantized` with 8-bit P·V is [`quantized_pv`] of its own probabilities (read
+/// back through V = identity, which `P·I` returns exactly), and an int8 output is the per-token
+/// quantization of that; both stay close to the float attention.
+#[test]
+fn quantized_spec_stages_compose() {
+    let (n_q, n_k, d) = (33, 45, 64);
+    let c = case(1, 2, n_q, n_k, d, 1.0, 21);
+    let dev = Default::default();
+    let input = |x: &[f32], shape| tensor::<B>(x.to_vec(), shape, DType::F32, &dev);
+    let eye: Vec<f32> = (0..2 * n_k * n_k)
+        .map(|i| f32::from(u8::from(i % n_k == (i / n_k) % n_k)))
+        .collect();
+    let attend = |v: Tensor<B, 4>, s| {
+        let (q, k) = (input(&c.q, c.q_shape), input(&c.k, c.k_shape));
+        attention(q, k, v, default_scale(d), None, s).unwrap()
+    };
+    let probs = attend(input(&eye, [1, 2, n_k, n_k]), QK8);
+    let pv8 = Strategy::Quantized(QuantizedSpec {
+        pv: Precision::Int8,
+        output: Precision::F32,
+    });
+    let got = host(attend(input(&c.v, c.k_shape), pv8));
+    let want = host(quantized_pv(probs, input(&c.v, c.k_shape)));
+    assert_eq!(got, want);
+    let float_err = rel_err(&got, &expected(&c));
+    assert!(
+        float_err <= tol::INT8_VS_FLOAT,
+        "8-bit P·V vs float: {float_err}"
+    );
+    let all8 = host(attend(input(&c.v, c.k_shape), ALL8));
+    let e = rel_err(&all8, &per_token_host(&got, d));
+    assert!(e <= tol::F32, "int8 output vs its host model: {e}");
+    let float_err8 = rel_err(&all8, &expected(&c));
+    assert!(
+        float_err8 <= tol::INT8_VS_FLOAT,
+        "all int8 vs float: {float_err8}"
+    );
+    eprintln!(
+        "relative error vs float: int8 QK {:.2e}, + 8-bit P·V {float_err:.2e}, + int8 output \
+         {float_err8:.2e}",
+        rel_err(&run(&c, QK8, None), &expected(&c))
+    );
 }
 
 #[test]
@@ -156,7 +300,7 @@ fn vit_b16_shape_reference() {
 fn softmax_overflow_is_safe() {
     // Scores of order 1e4: exp would overflow without the max subtracted.
     let c = case(1, 2, 33, 47, 64, 100.0, 3);
-    for s in [Strategy::Reference, Strategy::Burn, Strategy::Quantized] {
+    for s in [Strategy::Reference, Strategy::Burn, QK8] {
         let out = run(&c, s, None);
         assert!(out.iter().all(|x| x.is_finite()), "{s:?}");
     }
@@ -171,7 +315,7 @@ fn all_equal_scores_average_v() {
     let mean: Vec<f64> = (0..32)
         .map(|j| (0..9).map(|i| f64::from(c.v[i * 32 + j])).sum::<f64>() / 9.0)
         .collect();
-    for s in [Strategy::Reference, Strategy::Quantized, Strategy::Burn] {
+    for s in [Strategy::Reference, QK8, Strategy::Burn] {
         let out = run(&c, s, None);
         for row in out.chunks(32) {
             assert!(rel_err(row, &mean) <= tol::F32, "{s:?}");
@@ -203,6 +347,12 @@ fn mask_and_fully_masked_rows() {
     for s in [Strategy::Reference, Strategy::Burn, Strategy::Auto] {
         let got = run(&c, s, Some(mask.clone()));
         assert!(rel_err(&got, &want) <= tol::F32, "{s:?}");
+    }
+    // With 8-bit P·V and output, fully masked rows still give exact zeros.
+    let got = run(&c, ALL8, Some(mask.clone()));
+    assert!(rel_err(&got, &want) <= tol::INT8_VS_FLOAT);
+    for bh in 0..4 {
+        assert!(got[(bh * 6 + 5) * 32..][..32].iter().all(|&x| x == 0.0));
     }
     // A [1, 1, n_q, n_k] mask broadcasts over batch and heads.
     let small = mask.clone().slice([0..1, 0..1, 0..6, 0..10]);

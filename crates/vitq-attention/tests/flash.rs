@@ -8,7 +8,9 @@ mod common;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use common::{gaussian, host, max_abs_score, numel, oracle, rel_err, select, tensor, tol};
-use vitq_attention::{Error, Strategy, attention, attention_trusted, default_scale};
+use vitq_attention::{
+    Error, Precision, QuantizedSpec, Strategy, attention, attention_trusted, default_scale,
+};
 
 /// Runs `strategy` on `[b, h, n_q, d]` × `[b, h, n_k, d]` inputs of `dtype` and returns
 /// (relative error against the oracle on `slices`, the tier it must meet).
@@ -221,9 +223,16 @@ macro_rules! flash_tests {
 
             #[test]
             fn other_strategies_on_device() {
-                for s in [Strategy::Auto, Strategy::Burn, Strategy::Reference, Strategy::Quantized] {
+                let int8 = QuantizedSpec { pv: Precision::Int8, output: Precision::Int8 };
+                for s in [
+                    Strategy::Auto,
+                    Strategy::Burn,
+                    Strategy::Reference,
+                    Strategy::Quantized(QuantizedSpec::default()),
+                    Strategy::Quantized(int8),
+                ] {
                     let r = check::<B>([2, 3, 97, 64], 97, DType::F32, 1.0, 3, s, None, false);
-                    let (e, tier) = if s == Strategy::Quantized { (r.0, tol::INT8_VS_FLOAT) } else { r };
+                    let (e, tier) = if matches!(s, Strategy::Quantized(_)) { (r.0, tol::INT8_VS_FLOAT) } else { r };
                     // burn's matmuls may use TF32 tensor cores on CUDA: 1e-3 for the decomposed ones.
                     // Auto is Burn for f32.
                     let tier = if matches!(s, Strategy::Reference | Strategy::Burn | Strategy::Auto) { tier.max(1e-3) } else { tier };

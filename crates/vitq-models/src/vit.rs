@@ -122,6 +122,11 @@ pub struct ViTConfig {
     /// How attention is computed (see [`AttentionImpl`]).
     #[serde(default)]
     pub attention: AttentionImpl,
+    /// What [`AttentionImpl::Quantized`] quantizes besides Q and K: `P·V` and the output, each
+    /// f32 (the default) or 8 bits (`vitq_attention::QuantizedSpec`). Ignored by the other
+    /// implementations.
+    #[serde(default)]
+    pub quantized_attention: vitq_attention::QuantizedSpec,
 }
 
 /// How a [`ViT`] computes attention.
@@ -138,7 +143,8 @@ pub enum AttentionImpl {
     Reference,
     /// `vitq_attention::Strategy::Flash` (the CubeCL kernel; CUDA and wgpu builds only).
     Flash,
-    /// `vitq_attention::Strategy::Quantized` (int8 Q·Kᵀ with per-token scales).
+    /// `vitq_attention::Strategy::Quantized` (int8 Q·Kᵀ with per-token scales; `P·V` and the
+    /// output as [`ViTConfig::quantized_attention`] says).
     Quantized,
     /// `vitq_attention::Strategy::Burn` (burn's own fused attention).
     Burn,
@@ -147,16 +153,20 @@ pub enum AttentionImpl {
 }
 
 impl AttentionImpl {
-    /// The `vitq-attention` strategy, `None` for [`AttentionImpl::Layers`]. A strategy is used while the
-    /// block's matmul layers are in float mode; once they calibrate or are quantized, their path runs
-    /// instead so that their quantizers apply.
-    pub fn strategy(self) -> Option<vitq_attention::Strategy> {
+    /// The `vitq-attention` strategy, `None` for [`AttentionImpl::Layers`]; `quantized` is what
+    /// [`AttentionImpl::Quantized`] quantizes besides Q and K. A strategy is used while the
+    /// block's matmul layers are in float mode; once they calibrate or are quantized, their path
+    /// runs instead so that their quantizers apply.
+    pub fn strategy(
+        self,
+        quantized: vitq_attention::QuantizedSpec,
+    ) -> Option<vitq_attention::Strategy> {
         use vitq_attention::Strategy as S;
         match self {
             AttentionImpl::Layers => None,
             AttentionImpl::Reference => Some(S::Reference),
             AttentionImpl::Flash => Some(S::Flash),
-            AttentionImpl::Quantized => Some(S::Quantized),
+            AttentionImpl::Quantized => Some(S::Quantized(quantized)),
             AttentionImpl::Burn => Some(S::Burn),
             AttentionImpl::Auto => Some(S::Auto),
         }
@@ -205,6 +215,7 @@ impl ViTConfig {
             ln_eps: TIMM_LN_EPS,
             qkv_bias: true,
             attention: AttentionImpl::Layers,
+            quantized_attention: Default::default(),
         }
     }
 
@@ -376,6 +387,7 @@ impl ViTConfig {
             ln_eps,
             qkv_bias,
             attention: AttentionImpl::Layers,
+            quantized_attention: Default::default(),
         };
         if let Some(preset) = VIT_PRESETS
             .iter()
@@ -724,8 +736,9 @@ pub struct Attention<B: Backend> {
     matmul_av: QMatMul,
     #[module(skip)]
     num_heads: usize,
+    /// The `vitq-attention` strategy of float mode (`None`: the matmul layers' path).
     #[module(skip)]
-    implementation: AttentionImpl,
+    strategy: Option<vitq_attention::Strategy>,
 }
 
 impl<B: Backend> Attention<B> {
@@ -747,7 +760,7 @@ impl<B: Backend> Attention<B> {
             && matches!(self.matmul_av.quant.mode(), Mode::Float);
         let scale = vitq_attention::default_scale(hd);
         let merged = |out: Tensor<B, 4>| out.swap_dims(1, 2).reshape([b, n, c]);
-        let fused = match self.implementation.strategy() {
+        let fused = match self.strategy {
             // `attention_trusted` skips the NaN scan (a device-to-host read per call); NaN flows
             // through as in timm. An error (a strategy the backend cannot run) falls back to the
             // layers' path, which computes the same attention.
@@ -1007,7 +1020,7 @@ impl<B: Backend> ViT<B> {
                         matmul_qk: QMatMul::new(format!("{prefix}.attn.matmul_qk")),
                         matmul_av: QMatMul::new(format!("{prefix}.attn.matmul_av")),
                         num_heads: config.num_heads,
-                        implementation: config.attention,
+                        strategy: config.attention.strategy(config.quantized_attention),
                     },
                     ls1: ls(w, 1),
                     norm2: layer_norm(w, &naming.norm2(i), d, eps, device),

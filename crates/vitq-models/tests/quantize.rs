@@ -7,13 +7,14 @@ use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
+use vitq_attention::{Precision, QuantizedSpec};
 use vitq_core::io::QuantFile;
 use vitq_core::ptq::Quantizable;
 use vitq_core::{Error as CoreError, QuantConfig};
 use vitq_models::Error;
 use vitq_models::data::{Cifar10, Normalize};
 use vitq_models::metrics::Metrics;
-use vitq_models::vit::AttentionImpl;
+use vitq_models::vit::{AttentionImpl, ViTConfig};
 use vitq_models::zoo::Model;
 
 fn resnet20() -> Model<B> {
@@ -268,19 +269,24 @@ fn similarity_search_beats_min_max_on_the_vit_fixture() {
 }
 
 /// The ViT's attention implementation is a config field: every `vitq-attention` strategy gives the
-/// logits of the layers' path within its tier (f32 strategies 1e-5 relative; int8 Q·Kᵀ 2e-2), Flash
-/// (no CubeCL backend here) falls back to the layers' path, and a quantized model runs its matmul
-/// quantizers whatever the implementation says.
+/// logits of the layers' path within its tier (f32 strategies 1e-5 relative; int8 Q·Kᵀ 2e-2, and
+/// 3e-2 with 8-bit P·V and output too), Flash (no CubeCL backend here) falls back to the layers'
+/// path, and a quantized model runs its matmul quantizers whatever the implementation says.
 #[test]
 fn vit_attention_implementations_agree() {
     let (layers, x) = vit_tiny2_model(AttentionImpl::Layers);
     let reference = logits(&layers, x.clone());
-    for (imp, tol) in [
-        (AttentionImpl::Reference, 1e-5),
-        (AttentionImpl::Burn, 1e-5),
-        (AttentionImpl::Auto, 1e-5),
-        (AttentionImpl::Flash, 1e-5),
-        (AttentionImpl::Quantized, 2e-2),
+    let int8 = QuantizedSpec {
+        pv: Precision::Int8,
+        output: Precision::Int8,
+    };
+    for (imp, spec, tol) in [
+        (AttentionImpl::Reference, QuantizedSpec::default(), 1e-5),
+        (AttentionImpl::Burn, QuantizedSpec::default(), 1e-5),
+        (AttentionImpl::Auto, QuantizedSpec::default(), 1e-5),
+        (AttentionImpl::Flash, QuantizedSpec::default(), 1e-5),
+        (AttentionImpl::Quantized, QuantizedSpec::default(), 2e-2),
+        (AttentionImpl::Quantized, int8, 3e-2),
     ] {
         // The strategy itself runs here (no silent fallback), except Flash, which needs CubeCL.
         let qkv = gaussian_batches(3, 2, 8, 9);
@@ -290,13 +296,17 @@ fn vit_attention_implementations_agree() {
             qkv[2].clone(),
             0.25,
             None,
-            imp.strategy().unwrap(),
+            imp.strategy(spec).unwrap(),
         );
         assert_eq!(direct.is_ok(), imp != AttentionImpl::Flash, "{imp:?}");
-        let (m, _) = vit_tiny2_model(imp);
+        let (m, _) = vit_tiny2_model_with(ViTConfig {
+            attention: imp,
+            quantized_attention: spec,
+            ..vit_tiny2_config()
+        });
         let err = rel_err(&logits(&m, x.clone()), &reference);
-        eprintln!("{imp:?}: max relative error {err:.2e}");
-        assert!(err <= tol, "{imp:?}: {err:e}");
+        eprintln!("{imp:?} {spec:?}: max relative error {err:.2e}");
+        assert!(err <= tol, "{imp:?} {spec:?}: {err:e}");
     }
     let config = QuantConfig::preset("w8a8").unwrap();
     let calib = gaussian_batches(2, 8, 32, 5);
@@ -422,4 +432,28 @@ fn attention_order(
         .count();
     assert!(layers > 0, "no matmul_qk sample");
     (agree / layers as f64, loss)
+}
+
+/// `quantized_attention` in a saved ViT config: optional (older files have none), each stage
+/// optional, and a misspelt stage is an error that names it.
+#[test]
+fn quantized_attention_spec_in_config_files() {
+    let mut v = serde_json::to_value(vit_tiny2_config()).unwrap();
+    v["attention"] = "quantized".into();
+    v["quantized_attention"] = serde_json::json!({ "pv": "int8" });
+    let c: ViTConfig = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(c.attention, AttentionImpl::Quantized);
+    let pv8 = QuantizedSpec {
+        pv: Precision::Int8,
+        output: Precision::F32,
+    };
+    assert_eq!(c.quantized_attention, pv8);
+    v.as_object_mut().unwrap().remove("quantized_attention");
+    let c: ViTConfig = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(c.quantized_attention, QuantizedSpec::default());
+    v["quantized_attention"] = serde_json::json!({ "p_v": "int8" });
+    let e = serde_json::from_value::<ViTConfig>(v)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("p_v"), "{e}");
 }

@@ -30,6 +30,7 @@ fn dinov2_block_config() -> ViTConfig {
         ln_eps: TIMM_LN_EPS,
         qkv_bias: true,
         attention: Default::default(),
+        quantized_attention: Default::default(),
     }
 }
 

@@ -87,16 +87,22 @@ pub fn vit_tiny2_config() -> ViTConfig {
         ln_eps: TIMM_LN_EPS,
         qkv_bias: true,
         attention: Default::default(),
+        quantized_attention: Default::default(),
     }
 }
 
 /// The vit_tiny2 fixture as a [`Model`] with the given attention implementation, and its input batch.
 pub fn vit_tiny2_model(attention: AttentionImpl) -> (Model<B>, Tensor<B, 4>) {
-    let c = fixture("vit_tiny2.safetensors");
-    let config = ViTConfig {
+    vit_tiny2_model_with(ViTConfig {
         attention,
         ..vit_tiny2_config()
-    };
+    })
+}
+
+/// The vit_tiny2 fixture's weights in a [`Model`] of `config` (a variant of
+/// [`vit_tiny2_config`]), and its input batch.
+pub fn vit_tiny2_model_with(config: ViTConfig) -> (Model<B>, Tensor<B, 4>) {
+    let c = fixture("vit_tiny2.safetensors");
     let model = ViT::from_weights(
         &config,
         WeightMap::from_checkpoint_prefixed(c.clone(), "weights."),
