@@ -319,6 +319,7 @@ pub(crate) fn launch<R: CubeRuntime>(
                 d,
                 t.warps,
                 t.keys,
+                t.fast_math,
                 dtype.into(),
             ),
         }

@@ -33,8 +33,15 @@ fn mma<F: Float>(a: &Array<Pair<F>>, b: &Array<Pair<F>>, c: &mut Array<Acc>) {
 /// B (16×8) register `r` holds rows (k) `2t + 8r + {0, 1}`, column (n) `g`; the accumulator
 /// (16×8) pair `r` holds row `g + 8r`, columns `2t + {0, 1}`. So the accumulators of two
 /// neighbouring 8-key blocks of `S` are, pair for pair, the A fragment of `P` for those 16 keys.
-#[cube(launch_unchecked)]
+///
+/// `fast`: compile with cubecl's fast-math modes (`FastMath::all()`), off by default.
+#[cube(
+    launch_unchecked,
+    fast_math = if fast { FastMath::all() } else { FastMath::all().difference(FastMath::all()) }
+)]
 #[allow(clippy::too_many_arguments)]
+// `fast` is read by the `fast_math` attribute in the expanded kernel, not in the body.
+#[allow(unused_variables)]
 pub fn flash_attention_mma_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
@@ -46,6 +53,7 @@ pub fn flash_attention_mma_kernel<F: Float>(
     #[comptime] d: usize,
     #[comptime] warps: usize,
     #[comptime] keys: usize,
+    #[comptime] fast: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let ld = comptime!(d + 8); // K row stride (elements)

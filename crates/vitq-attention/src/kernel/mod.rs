@@ -91,9 +91,18 @@ pub struct MmaTiling {
     pub warps: usize,
     /// Keys per K/V tile (a multiple of 16).
     pub keys: usize,
+    /// Compile the kernel with cubecl's fast-math modes (`FastMath::all()`: `__expf`, fast
+    /// division). Off by default; not yet measured (see [`MmaTiling::TUNING_VAR`]).
+    pub fast_math: bool,
 }
 
 impl MmaTiling {
+    /// The environment variable that overrides the default tiling, for tuning runs on a GPU:
+    /// `warps,keys` or `warps,keys,fast` (e.g. `8,64,fast`), with warps in {1, 2, 4, 8} and
+    /// keys in {16, 32, 64, 128}. Unset or empty: the default. A value that is malformed or
+    /// does not fit the device is reported on stderr once and the default is used.
+    pub const TUNING_VAR: &'static str = "VITQ_FLASH_MMA";
+
     /// Query rows per cube.
     pub fn rows(&self) -> usize {
         16 * self.warps
@@ -106,13 +115,87 @@ impl MmaTiling {
     }
 
     /// The tiling for `head_dim` if it fits in `max_shared` bytes: 4 warps (64 query rows),
-    /// 64 keys per tile.
+    /// 64 keys per tile, no fast math, unless [`MmaTiling::TUNING_VAR`] says otherwise.
     pub fn choose(head_dim: usize, max_shared: usize) -> Option<Self> {
-        let t = Self {
+        let default = Self {
             head_dim,
             warps: 4,
             keys: 64,
+            fast_math: false,
+        };
+        let t = match std::env::var(Self::TUNING_VAR) {
+            Ok(value) if !value.trim().is_empty() => {
+                match Self::parse(&value, head_dim, max_shared) {
+                    Ok(t) => t,
+                    Err(why) => {
+                        static WARNED: std::sync::Once = std::sync::Once::new();
+                        WARNED.call_once(|| {
+                            eprintln!(
+                                "vitq-attention: ignoring {}={value}: {why}",
+                                Self::TUNING_VAR
+                            )
+                        });
+                        default
+                    }
+                }
+            }
+            _ => default,
         };
         (head_dim.is_multiple_of(16) && t.shared_bytes() <= max_shared).then_some(t)
+    }
+
+    /// Parses a [`MmaTiling::TUNING_VAR`] value for `head_dim`.
+    pub fn parse(value: &str, head_dim: usize, max_shared: usize) -> Result<Self, String> {
+        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        let number = |i: usize, allowed: &[usize]| -> Result<usize, String> {
+            parts
+                .get(i)
+                .and_then(|p| p.parse().ok())
+                .filter(|n| allowed.contains(n))
+                .ok_or_else(|| {
+                    "expected `warps,keys[,fast]`, warps in {1, 2, 4, 8}, keys in {16, 32, 64, 128}"
+                        .to_string()
+                })
+        };
+        let fast_math = match parts.get(2) {
+            None => false,
+            Some(&"fast") => true,
+            Some(other) => return Err(format!("third field `{other}` is not `fast`")),
+        };
+        if parts.len() > 3 {
+            return Err("more than three fields".into());
+        }
+        let t = Self {
+            head_dim,
+            warps: number(0, &[1, 2, 4, 8])?,
+            keys: number(1, &[16, 32, 64, 128])?,
+            fast_math,
+        };
+        if t.shared_bytes() > max_shared {
+            return Err(format!(
+                "{} bytes of shared memory at head_dim {head_dim}, over the device's {max_shared}",
+                t.shared_bytes()
+            ));
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MmaTiling;
+
+    #[test]
+    fn tuning_values_parse_or_say_why_not() {
+        let t = MmaTiling::parse("8, 32,fast", 64, 48 * 1024).unwrap();
+        assert_eq!((t.warps, t.keys, t.fast_math, t.rows()), (8, 32, true, 128));
+        let t = MmaTiling::parse("2,128", 64, 48 * 1024).unwrap();
+        assert_eq!((t.warps, t.keys, t.fast_math), (2, 128, false));
+        for bad in ["", "4", "3,64", "4,48", "4,64,slow", "4,64,fast,x", "x,64"] {
+            assert!(MmaTiling::parse(bad, 64, 48 * 1024).is_err(), "{bad:?}");
+        }
+        // d = 128 with 128 keys needs 69,632 bytes of shared memory.
+        let e = MmaTiling::parse("4,128", 128, 48 * 1024).unwrap_err();
+        assert!(e.contains("69632"), "{e}");
     }
 }
