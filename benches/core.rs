@@ -2,6 +2,8 @@
 //! Throughput is reported in bytes of f32 input (quantize, pack: codes) per second.
 //!
 //! `cargo bench -p vitq-benches --bench core`
+//!
+//! Also: the W8A8 integer linear and convolution layers against f32 on ViT-B/16 and ResNet-20 shapes.
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
@@ -184,5 +186,49 @@ fn bench_w8a8_linear(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_w8a8_linear);
+/// ResNet-20's 3×3 convolutions (CIFAR-10, batch 100, padding 1): f32 against W8A8 with static
+/// activation parameters, as `vitq demo`'s w8a8 row runs them.
+fn bench_w8a8_conv(c: &mut Criterion) {
+    use vitq_core::layers::{ActQuant, QConv2d};
+    let device = Default::default();
+    for (name, batch, ch, size) in [
+        ("conv_resnet20_layer1_100x16x32x32", 100, 16, 32),
+        ("conv_resnet20_layer3_100x64x8x8", 100, 64, 8),
+    ] {
+        let mut rng = Rng::new(3);
+        let w: Vec<f32> = (0..ch * ch * 9).map(|_| rng.gaussian() * 0.1).collect();
+        // Post-ReLU inputs, as in ResNet: non-negative.
+        let x: Vec<f32> = (0..batch * ch * size * size)
+            .map(|_| rng.gaussian().max(0.0))
+            .collect();
+        let wt =
+            || Tensor::<Flex, 4>::from_data(TensorData::new(w.clone(), [ch, ch, 3, 3]), &device);
+        let f32_layer = QConv2d::new("conv", wt(), None, 1, 1);
+        let mut int8 = QConv2d::new("conv", wt(), None, 1, 1);
+        let wspec =
+            QuantSpec::new(8, Scheme::Symmetric, Granularity::PerChannel { axis: 0 }).unwrap();
+        let aspec = QuantSpec::new(8, Scheme::Asymmetric, Granularity::PerTensor).unwrap();
+        let qw = QuantizedTensor::quantize(&w, &[ch, ch, 3, 3], &wspec).unwrap();
+        let act = ActQuant {
+            spec: aspec,
+            params: Some((4.0 / 255.0, 0)),
+        };
+        int8.set_quantized(Some(qw), Some(act)).unwrap();
+        let xt = Tensor::<Flex, 4>::from_data(TensorData::new(x, [batch, ch, size, size]), &device);
+        let mut g = c.benchmark_group(name);
+        g.sample_size(20);
+        g.throughput(Throughput::Elements(
+            (batch * size * size * ch * ch * 9) as u64,
+        ));
+        g.bench_function("f32", |b| {
+            b.iter(|| f32_layer.forward(black_box(xt.clone())).into_data())
+        });
+        g.bench_function("w8a8_int", |b| {
+            b.iter(|| int8.forward(black_box(xt.clone())).into_data())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_w8a8_linear, bench_w8a8_conv);
 criterion_main!(benches);

@@ -147,6 +147,30 @@ fn contiguous_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTe
     (flex.dtype() == DType::F32).then(|| flex.to_contiguous())
 }
 
+/// `f` on the values of `x` (row-major f32) and its shape, after the checks of
+/// [`tensor_to_vec`](crate::uniform::tensor_to_vec) (not empty, no NaN / Inf): borrowed from the
+/// tensor's own buffer on Flex, copied out of the backend elsewhere (and for other dtypes).
+pub fn with_values<B: Backend, const D: usize, R>(
+    x: &Tensor<B, D>,
+    f: impl FnOnce(&[f32], &[usize]) -> crate::Result<R>,
+) -> crate::Result<R> {
+    if let Some(t) = contiguous_f32(x)
+        && let Some(values) = t.as_slice::<f32>()
+    {
+        let shape = x.dims().to_vec();
+        if values.is_empty() {
+            return Err(crate::Error::Empty {
+                what: "tensor".into(),
+                shape,
+            });
+        }
+        crate::uniform::check_finite(values, &shape)?;
+        return f(values, &shape);
+    }
+    let (values, shape) = crate::uniform::tensor_to_vec(x)?;
+    f(&values, &shape)
+}
+
 /// The shapes of a one-group 2-D convolution (see [`conv2d_f32`]).
 #[derive(Clone, Debug)]
 pub struct ConvShape {

@@ -140,7 +140,7 @@ pub fn gemm_i8_with(
     kernel.check()?;
     let mut c = vec![0i32; m * n];
     if m > 0 && n > 0 && k > 0 {
-        Layout::new(kernel, b, n, k).gemm(a, m, n, k, &mut c, &copy_sums);
+        Layout::new(kernel, b, n, k).gemm(&matrix_rows(a, k), m, n, k, &mut c, &copy_sums);
     }
     Ok(c)
 }
@@ -184,18 +184,21 @@ trait Panels: Sync {
 
 /// `C = A · Bᵀ` through the panels' register tiles, each run of sums `C[i, j0 .. j0 + cols]` written
 /// to `c[i·n + j0 ..][..cols]` by `store(j0, sums, dst)` (`c` is `m × n`; [`linear_i8`] rescales to
-/// `f32` there, with no `i32` matrix in between). Tasks own a block of at most 256 rows of A and 64
-/// columns of C (the weight panel, ≤ 64·k values, stays in L2), swept in register tiles over chunks
-/// of 64 groups of `k` (the panel's slice stays in L1); each writes a block of sums that the rows of
-/// `c` then read, in parallel. Splitting rows too keeps every core busy when `n` is small (a conv's
-/// 16 channels).
+/// `f32` there, with no `i32` matrix in between). The rows of A come from `rows(r0, dst)`, which
+/// writes rows `r0 ..` into `dst` (`k` codes per row, `dst.len() / k` rows): a slice of a matrix,
+/// or patches of a convolution gathered on the fly ([`conv2d_i8`]), so that no `m × k` matrix needs
+/// to exist. Tasks own a block of at most 256 rows of A and 64 columns of C (the weight panel, ≤ 64·k
+/// values, stays in L2; the block of A, encoded for the tile, in per-thread buffers), swept in
+/// register tiles over chunks of 64 groups of `k` (the panel's slice stays in L1); each writes a
+/// block of sums that the rows of `c` then read, in parallel. Splitting rows too keeps every core
+/// busy when `n` is small (a conv's 16 channels).
 ///
 /// # Safety
-/// As [`Panels::tile`]; `a.len() == m·k`, `c.len() == m·n`, the panels are `[n, k]`, and `m`, `n`,
-/// `k` ≥ 1.
+/// As [`Panels::tile`]; `rows` fills every row below `m`, `c.len() == m·n`, the panels are `[n, k]`,
+/// and `m`, `n`, `k` ≥ 1.
 unsafe fn gemm_blocked<P: Panels, T: Send>(
     p: &P,
-    a: &[i8],
+    rows: &(impl Fn(usize, &mut [i8]) + Sync),
     [m, n, k]: [usize; 3],
     c: &mut [T],
     store: &(impl Fn(usize, &[i32], &mut [T]) + Sync),
@@ -203,50 +206,75 @@ unsafe fn gemm_blocked<P: Panels, T: Send>(
     const COLS: usize = 64;
     const ROWS: usize = 256;
     const KC: usize = 64;
-    // A in the tile's encoding, rows padded to whole groups, and MAX_ROWS zero rows past the end so that
-    // every tile may read whole tiles.
+    // A in the tile's encoding: rows padded to whole groups (the padding stays `Act::default()`, which
+    // meets zero weights), and MAX_ROWS rows past the end so that every tile may read whole tiles.
     let stride = P::GROUP * p.groups();
-    let mut rows_a = vec![P::Act::default(); (m + P::MAX_ROWS) * stride];
-    rows_a
-        .par_chunks_mut(stride)
-        .zip(a.par_chunks(k))
-        .for_each(|(dst, src)| {
-            for (d, &v) in dst.iter_mut().zip(src) {
+    // Rows `r0 ..` of A encoded into `dst` (whole rows of `stride`), through the raw buffer `raw`.
+    let encode = |raw: &mut Vec<i8>, r0: usize, dst: &mut [P::Act]| {
+        let count = dst.len() / stride;
+        raw.resize(count * k, 0);
+        rows(r0, raw);
+        for (d, s) in dst.chunks_exact_mut(stride).zip(raw.chunks_exact(k)) {
+            for (d, &v) in d.iter_mut().zip(s) {
                 *d = P::act(v);
             }
-        });
+        }
+    };
+    let col_blocks = n.div_ceil(COLS);
+    // With one block of columns each task encodes its own rows of A, so no `m × k` buffer exists
+    // (a conv's patches are gathered right there); with more, every block of rows is read by
+    // `col_blocks` tasks, so it is encoded once, here.
+    let shared: Option<Vec<P::Act>> = (col_blocks > 1).then(|| {
+        let mut all = vec![P::Act::default(); (m + P::MAX_ROWS) * stride];
+        all[..m * stride]
+            .par_chunks_mut(ROWS * stride)
+            .enumerate()
+            .for_each_init(Vec::new, |raw, (b, dst)| encode(raw, b * ROWS, dst));
+        all
+    });
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(ROWS))
-        .flat_map(|r| (0..n.div_ceil(COLS)).map(move |c| (r * ROWS, c * COLS)))
+        .flat_map(|r| (0..col_blocks).map(move |c| (r * ROWS, c * COLS)))
         .collect();
     // In task order: block (r0 / ROWS, j0 / COLS) at r0 / ROWS · col_blocks + j0 / COLS.
-    let col_blocks = n.div_ceil(COLS);
     let blocks: Vec<Vec<i32>> = tasks
         .into_par_iter()
-        .map(|(r0, j0)| {
-            let cols = COLS.min(n - j0);
-            let rows_blk = ROWS.min(m - r0);
-            let mut out = vec![0i32; rows_blk * cols];
-            let step = p.tile_rows(cols);
-            for g0 in (0..p.groups()).step_by(KC) {
-                let groups = g0..(g0 + KC).min(p.groups());
-                for i0 in (0..rows_blk).step_by(step) {
-                    let rows = step.min(rows_blk - i0);
-                    // SAFETY: the CPU features are this function's contract; row r0 + i0 is followed
-                    // by at least MAX_ROWS rows (padding included), `out` holds `rows` rows from i0.
-                    unsafe {
-                        p.tile(
-                            &rows_a[(r0 + i0) * stride..],
-                            j0,
-                            groups.clone(),
-                            &mut out[i0 * cols..(i0 + rows) * cols],
-                            rows,
-                            cols,
-                        )
-                    };
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(raw, own), (r0, j0)| {
+                let cols = COLS.min(n - j0);
+                let rows_blk = ROWS.min(m - r0);
+                let a: &[P::Act] = match &shared {
+                    Some(all) => &all[r0 * stride..],
+                    None => {
+                        own.resize((ROWS + P::MAX_ROWS) * stride, P::Act::default());
+                        encode(raw, r0, &mut own[..rows_blk * stride]);
+                        own
+                    }
+                };
+                let mut out = vec![0i32; rows_blk * cols];
+                let step = p.tile_rows(cols);
+                for g0 in (0..p.groups()).step_by(KC) {
+                    let groups = g0..(g0 + KC).min(p.groups());
+                    for i0 in (0..rows_blk).step_by(step) {
+                        let rows = step.min(rows_blk - i0);
+                        // SAFETY: the CPU features are this function's contract; row i0 is followed
+                        // by at least MAX_ROWS readable rows (their sums are not read), `out` holds
+                        // `rows` rows from i0.
+                        unsafe {
+                            p.tile(
+                                &a[i0 * stride..],
+                                j0,
+                                groups.clone(),
+                                &mut out[i0 * cols..(i0 + rows) * cols],
+                                rows,
+                                cols,
+                            )
+                        };
+                    }
                 }
-            }
-            out
-        })
+                out
+            },
+        )
         .collect();
     c.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
         let (band, i) = (r / ROWS, r % ROWS);
@@ -256,6 +284,11 @@ unsafe fn gemm_blocked<P: Panels, T: Send>(
             store(j0, &out[i * cols..(i + 1) * cols], &mut row[j0..j0 + cols]);
         }
     });
+}
+
+/// The rows of a row-major `[m, k]` matrix, for [`gemm_blocked`].
+fn matrix_rows(a: &[i8], k: usize) -> impl Fn(usize, &mut [i8]) + Sync + '_ {
+    move |r0, dst| dst.copy_from_slice(&a[r0 * k..][..dst.len()])
 }
 
 /// The portable and AVX2 kernels: weights as 16-bit pairs, two values of `k` per step.
@@ -771,10 +804,12 @@ impl Layout {
         }
     }
 
-    /// `c = store(a · bᵀ)` (`a` `[m, k]`, `c` `[m, n]`; `m`, `n`, `k` ≥ 1; see [`gemm_blocked`]).
+    /// `c = store(a · bᵀ)` (`a` `[m, k]` given by its `rows`, `c` `[m, n]`; `m`, `n`, `k` ≥ 1; see
+    /// [`gemm_blocked`]).
+    #[allow(clippy::too_many_arguments)]
     fn gemm<T: Send>(
         &self,
-        a: &[i8],
+        rows: &(impl Fn(usize, &mut [i8]) + Sync),
         m: usize,
         n: usize,
         k: usize,
@@ -784,11 +819,11 @@ impl Layout {
         debug_assert_eq!(c.len(), m * n);
         match self {
             // SAFETY: the pairs' AVX2 flag is set only where the CPU has AVX2 (`pairs::Packed`).
-            Layout::Pairs(p) => unsafe { gemm_blocked(p, a, [m, n, k], c, store) },
+            Layout::Pairs(p) => unsafe { gemm_blocked(p, rows, [m, n, k], c, store) },
             // SAFETY: VNNI panels are built only for a kernel the caller found available
             // (`gemm_i8_with`, `IntWeight::with_kernel`).
             #[cfg(target_arch = "x86_64")]
-            Layout::Vnni(p) => unsafe { gemm_blocked(p, a, [m, n, k], c, store) },
+            Layout::Vnni(p) => unsafe { gemm_blocked(p, rows, [m, n, k], c, store) },
         }
     }
 }
@@ -890,16 +925,26 @@ impl IntWeight {
                 got: vec![a.len()],
             });
         }
+        Ok(self.gemm_rows_map(m, &matrix_rows(a, self.k), store))
+    }
+
+    /// [`IntWeight::gemm_map`] with the `m` rows of A given by `rows` (see [`gemm_blocked`]).
+    fn gemm_rows_map<T: Send + Default + Clone>(
+        &self,
+        m: usize,
+        rows: &(impl Fn(usize, &mut [i8]) + Sync),
+        store: &(impl Fn(usize, &[i32], &mut [T]) + Sync),
+    ) -> Vec<T> {
         let mut c = vec![T::default(); m * self.n];
         if m > 0 && self.n > 0 && self.k > 0 {
-            self.layout.gemm(a, m, self.n, self.k, &mut c, store);
+            self.layout.gemm(rows, m, self.n, self.k, &mut c, store);
         } else {
             // No products: every sum is zero.
             let zeros = vec![0; self.n];
             c.par_chunks_mut(self.n.max(1))
                 .for_each(|row| store(0, &zeros, row));
         }
-        Ok(c)
+        c
     }
 
     /// From a uniform, symmetric [`QuantizedTensor`](crate::QuantizedTensor) quantized per tensor or per
@@ -1078,29 +1123,84 @@ pub fn linear_i8(
     bias: Option<&[f32]>,
     m: usize,
 ) -> Result<Vec<f32>> {
-    if let Some(b) = bias
-        && b.len() != w.n
-    {
-        return Err(Error::ShapeMismatch {
-            what: "integer linear bias".into(),
-            expected: vec![w.n],
-            got: vec![b.len()],
-        });
-    }
-    let col_scale: Vec<f32> = w.scales.iter().map(|s| s * scale).collect();
-    let col_zero: Vec<i32> = w.row_sums.iter().map(|s| s * zero).collect();
-    let zeros = vec![0f32; w.n];
-    let bias = bias.unwrap_or(&zeros);
+    let r = Rescale::new(zero, scale, w, bias)?;
     w.gemm_map(x, m, &|j0, sums: &[i32], out: &mut [f32]| {
+        r.store(j0, sums, out)
+    })
+}
+
+/// The integer → f32 step of [`linear_i8`] and [`conv2d_i8`], per output column `j`:
+/// `(acc − z_x · Σ_k W[j, k]) · (s_x · s_w[j]) + b[j]`.
+struct Rescale {
+    col_scale: Vec<f32>,
+    col_zero: Vec<i32>,
+    bias: Vec<f32>,
+}
+
+impl Rescale {
+    fn new(zero: i32, scale: f32, w: &IntWeight, bias: Option<&[f32]>) -> Result<Self> {
+        if let Some(b) = bias
+            && b.len() != w.n
+        {
+            return Err(Error::ShapeMismatch {
+                what: "integer linear bias".into(),
+                expected: vec![w.n],
+                got: vec![b.len()],
+            });
+        }
+        Ok(Self {
+            col_scale: w.scales.iter().map(|s| s * scale).collect(),
+            col_zero: w.row_sums.iter().map(|s| s * zero).collect(),
+            bias: bias.map_or_else(|| vec![0.0; w.n], <[f32]>::to_vec),
+        })
+    }
+
+    /// `out = rescaled sums` for the columns `j0 ..` of one row.
+    fn store(&self, j0: usize, sums: &[i32], out: &mut [f32]) {
         let cols = j0..j0 + sums.len();
-        let terms = col_zero[cols.clone()]
+        let terms = self.col_zero[cols.clone()]
             .iter()
-            .zip(&col_scale[cols.clone()])
-            .zip(&bias[cols]);
+            .zip(&self.col_scale[cols.clone()])
+            .zip(&self.bias[cols]);
         for ((y, &acc), ((&z, &s), &b)) in out.iter_mut().zip(sums).zip(terms) {
             *y = (acc - z) as f32 * s + b;
         }
-    })
+    }
+}
+
+/// A quantized convolution in integers: [`linear_i8`] over the patches of `x`, NHWC `i8` codes
+/// (from [`quantize_act_nhwc`]) with zero point `zero` and scale `scale`, against `w` laid out for
+/// NHWC patches ([`IntWeight::to_hwc`]). The patches are gathered block by block inside the GEMM, so
+/// the `[batch · oh · ow, kh · kw · c]` matrix of [`im2col_i8`] is never built; the result equals
+/// `linear_i8(im2col_i8(x, g, zero), ..)` bit for bit. Returns the output in NHWC order
+/// (`[batch · oh · ow, out]`) and `[oh, ow]`.
+pub fn conv2d_i8(
+    x: &[i8],
+    g: &ConvGeometry,
+    zero: i32,
+    scale: f32,
+    w: &IntWeight,
+    bias: Option<&[f32]>,
+) -> Result<(Vec<f32>, [usize; 2])> {
+    let [n, c, _, _] = g.input;
+    let [oh, ow] = im2col_check(x, g)?;
+    let cols = c * g.kernel[0] * g.kernel[1];
+    if cols != w.k {
+        return Err(Error::ShapeMismatch {
+            what: "integer convolution patches (channels · kh · kw) against the weight".into(),
+            expected: vec![w.k],
+            got: vec![c, g.kernel[0], g.kernel[1]],
+        });
+    }
+    let pad = i8::try_from(zero).map_err(|_| {
+        Error::InvalidSpec(format!("activation zero point {zero} is not an i8 code"))
+    })?;
+    let r = Rescale::new(zero, scale, w, bias)?;
+    let rows = |r0: usize, dst: &mut [i8]| im2col_rows(x, g, pad, [oh, ow], r0, dst);
+    let y = w.gemm_rows_map(n * oh * ow, &rows, &|j0, sums: &[i32], out: &mut [f32]| {
+        r.store(j0, sums, out)
+    });
+    Ok((y, [oh, ow]))
 }
 
 /// Convolution geometry for [`im2col_i8`].
@@ -1144,6 +1244,18 @@ impl ConvGeometry {
 /// which stands for 0.0), so the zero-point correction of [`linear_i8`] stays exact at the borders.
 /// Returns the matrix and `[oh, ow]`.
 pub fn im2col_i8(x: &[i8], g: &ConvGeometry, pad: i8) -> Result<(Vec<i8>, [usize; 2])> {
+    let [oh, ow] = im2col_check(x, g)?;
+    let [n, c, _, _] = g.input;
+    let cols = c * g.kernel[0] * g.kernel[1];
+    let mut out = vec![pad; n * oh * ow * cols];
+    out.par_chunks_mut((cols * ow).max(1))
+        .enumerate()
+        .for_each(|(orow, patches)| im2col_rows(x, g, pad, [oh, ow], orow * ow, patches));
+    Ok((out, [oh, ow]))
+}
+
+/// The input length against the geometry, and the output `[oh, ow]`.
+fn im2col_check(x: &[i8], g: &ConvGeometry) -> Result<[usize; 2]> {
     let [n, c, h, w] = g.input;
     if x.len() != n * c * h * w {
         return Err(Error::ShapeMismatch {
@@ -1152,39 +1264,48 @@ pub fn im2col_i8(x: &[i8], g: &ConvGeometry, pad: i8) -> Result<(Vec<i8>, [usize
             got: vec![x.len()],
         });
     }
-    let [oh, ow] = g.output()?;
+    g.output()
+}
+
+/// Rows `r0 ..` of the patch matrix of [`im2col_i8`] (`dst.len() / (kh · kw · c)` of them; row
+/// `r` is output pixel `r % ow`, `r / ow % oh` of image `r / (oh · ow)`), every value written.
+fn im2col_rows(
+    x: &[i8],
+    g: &ConvGeometry,
+    pad: i8,
+    [oh, ow]: [usize; 2],
+    r0: usize,
+    dst: &mut [i8],
+) {
+    let [_, c, h, w] = g.input;
     let [kh, kw] = g.kernel;
     let cols = c * kh * kw;
-    let mut out = vec![pad; n * oh * ow * cols];
-    out.par_chunks_mut((cols * ow).max(1))
-        .enumerate()
-        .for_each(|(orow, patches)| {
-            let (b, oy) = (orow / oh, orow % oh);
-            let image = &x[b * h * w * c..][..h * w * c];
-            for (ox, patch) in patches.chunks_exact_mut(cols).enumerate() {
-                for ky in 0..kh {
-                    let iy =
-                        (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let src_row = &image[iy as usize * w * c..][..w * c];
-                    let dst_row = &mut patch[ky * kw * c..][..kw * c];
-                    let ix0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
-                    if g.dilation[1] == 1 && ix0 >= 0 && ix0 as usize + kw <= w {
-                        // The whole run of kw pixels is inside: one copy of kw·c codes.
-                        dst_row.copy_from_slice(&src_row[ix0 as usize * c..][..kw * c]);
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = ix0 + (kx * g.dilation[1]) as isize;
-                        if ix >= 0 && ix < w as isize {
-                            dst_row[kx * c..][..c]
-                                .copy_from_slice(&src_row[ix as usize * c..][..c]);
-                        }
-                    }
+    for (i, patch) in dst.chunks_exact_mut(cols.max(1)).enumerate() {
+        let r = r0 + i;
+        let (b, oy, ox) = (r / (oh * ow), r / ow % oh, r % ow);
+        let image = &x[b * h * w * c..][..h * w * c];
+        for ky in 0..kh {
+            let dst_row = &mut patch[ky * kw * c..][..kw * c];
+            let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0] as isize;
+            if iy < 0 || iy >= h as isize {
+                dst_row.fill(pad);
+                continue;
+            }
+            let src_row = &image[iy as usize * w * c..][..w * c];
+            let ix0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+            if g.dilation[1] == 1 && ix0 >= 0 && ix0 as usize + kw <= w {
+                // The whole run of kw pixels is inside: one copy of kw·c codes.
+                dst_row.copy_from_slice(&src_row[ix0 as usize * c..][..kw * c]);
+                continue;
+            }
+            for (kx, d) in dst_row.chunks_exact_mut(c.max(1)).enumerate() {
+                let ix = ix0 + (kx * g.dilation[1]) as isize;
+                if ix >= 0 && ix < w as isize {
+                    d.copy_from_slice(&src_row[ix as usize * c..][..c]);
+                } else {
+                    d.fill(pad);
                 }
             }
-        });
-    Ok((out, [oh, ow]))
+        }
+    }
 }

@@ -498,12 +498,6 @@ fn transposed<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 2> {
     Tensor::from_data(w.transpose().into_data(), &device)
 }
 
-fn host<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Result<(Vec<f32>, Vec<usize>)> {
-    let (data, shape) = tensor_to_vec(x)?;
-    check_finite(&data, &shape)?;
-    Ok((data, shape))
-}
-
 fn bias_vec<B: Backend>(bias: &Option<Param<Tensor<B, 1>>>) -> Result<Option<Vec<f32>>> {
     bias.as_ref()
         .map(|b| tensor_to_vec(&b.val()).map(|(v, _)| v))
@@ -666,22 +660,25 @@ impl<B: Backend> QLinear<B> {
         x: &Tensor<B, D>,
         kernel: HostKernel<'_>,
     ) -> Result<Tensor<B, D>> {
-        let (data, mut shape) = host(x)?;
-        let k = shape[D - 1];
-        let m = data.len() / k.max(1);
         let bias = bias_vec(&self.bias)?;
-        let (y, n) = match kernel {
-            HostKernel::Integer(a, w) => {
-                let (s, z) = a.params_for(&data);
-                let (xq, zq) = kernels::quantize_act(&data, s, z, &a.spec);
-                (
-                    kernels::linear_i8(&xq, zq, s, w, bias.as_deref(), m)?,
-                    w.n(),
-                )
-            }
-            HostKernel::Tiled(w) => (weight_only::linear(&data, m, w, bias.as_deref())?, w.n),
-        };
-        shape[D - 1] = n;
+        let (y, shape) = crate::host::with_values(x, |data, shape| {
+            let k = shape[D - 1];
+            let m = data.len() / k.max(1);
+            let (y, n) = match kernel {
+                HostKernel::Integer(a, w) => {
+                    let (s, z) = a.params_for(data);
+                    let (xq, zq) = kernels::quantize_act(data, s, z, &a.spec);
+                    (
+                        kernels::linear_i8(&xq, zq, s, w, bias.as_deref(), m)?,
+                        w.n(),
+                    )
+                }
+                HostKernel::Tiled(w) => (weight_only::linear(data, m, w, bias.as_deref())?, w.n),
+            };
+            let mut shape = shape.to_vec();
+            shape[D - 1] = n;
+            Ok((y, shape))
+        })?;
         Ok(Tensor::from_data(TensorData::new(y, shape), &x.device()))
     }
 }
@@ -800,28 +797,29 @@ impl<B: Backend> QConv2d<B> {
     }
 
     fn forward_int(&self, x: &Tensor<B, 4>, a: &ActQuant, w: &IntWeight) -> Result<Tensor<B, 4>> {
-        let (data, shape) = host(x)?;
         let [_, _, kh, kw] = self.weight.dims();
-        let g = ConvGeometry {
-            input: [shape[0], shape[1], shape[2], shape[3]],
-            kernel: [kh, kw],
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
-        };
-        if shape[1] * kh * kw != w.k() {
-            return Err(Error::ShapeMismatch {
-                what: format!("input channels of conv `{}`", self.name),
-                expected: vec![w.k() / (kh * kw).max(1)],
-                got: shape,
-            });
-        }
-        let (s, z) = a.params_for(&data);
-        let (xq, zq) = kernels::quantize_act_nhwc(&data, g.input, s, z, &a.spec)?;
-        let (cols, [oh, ow]) = kernels::im2col_i8(&xq, &g, zq as i8)?;
-        let n = shape[0];
-        let rows = n * oh * ow;
-        let y = kernels::linear_i8(&cols, zq, s, w, bias_vec(&self.bias)?.as_deref(), rows)?;
+        let bias = bias_vec(&self.bias)?;
+        let (y, g, [oh, ow]) = crate::host::with_values(x, |data, shape| {
+            let g = ConvGeometry {
+                input: [shape[0], shape[1], shape[2], shape[3]],
+                kernel: [kh, kw],
+                stride: self.stride,
+                padding: self.padding,
+                dilation: self.dilation,
+            };
+            if shape[1] * kh * kw != w.k() {
+                return Err(Error::ShapeMismatch {
+                    what: format!("input channels of conv `{}`", self.name),
+                    expected: vec![w.k() / (kh * kw).max(1)],
+                    got: shape.to_vec(),
+                });
+            }
+            let (s, z) = a.params_for(data);
+            let (xq, zq) = kernels::quantize_act_nhwc(data, g.input, s, z, &a.spec)?;
+            let (y, out) = kernels::conv2d_i8(&xq, &g, zq, s, w, bias.as_deref())?;
+            Ok((y, g, out))
+        })?;
+        let n = g.input[0];
         // NHWC [n, oh·ow, out] → NCHW [n, out, oh·ow]
         let plane = oh * ow;
         let mut out = vec![0f32; y.len()];

@@ -2,7 +2,8 @@
 
 use proptest::prelude::*;
 use vitq_core::kernels::{
-    ConvGeometry, IntWeight, Kernel, gemm_i8, gemm_i8_ref, gemm_i8_with, im2col_i8, linear_i8,
+    ConvGeometry, IntWeight, Kernel, conv2d_i8, gemm_i8, gemm_i8_ref, gemm_i8_with, im2col_i8,
+    linear_i8,
 };
 use vitq_core::synth::Rng;
 
@@ -65,6 +66,42 @@ proptest! {
         for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
             let w = w.clone().with_kernel(kernel).unwrap();
             prop_assert_eq!(&linear_i8(&x, zero, s, &w, Some(&bias), m).unwrap(), &want, "{:?}", kernel);
+        }
+    }
+
+    /// The integer convolution, which gathers its patches inside the GEMM, equals `linear_i8` on
+    /// the full patch matrix of `im2col_i8`, bit for bit, for every kernel: strides, padding
+    /// (filled with the zero point), dilation, and more than one block of 256 output pixels.
+    #[test]
+    fn conv2d_i8_equals_linear_i8_on_im2col(
+        batch in 1usize..4, c in 1usize..20, h in 1usize..13, w in 1usize..13,
+        kernel in (1usize..4, 1usize..4), stride in (1usize..3, 1usize..3),
+        padding in (0usize..3, 0usize..3), dilation in (1usize..3, 1usize..3),
+        n in 1usize..70, zero in -128i32..128, seed in any::<u64>(),
+    ) {
+        let g = ConvGeometry {
+            input: [batch, c, h, w],
+            kernel: [kernel.0, kernel.1],
+            stride: [stride.0, stride.1],
+            padding: [padding.0, padding.1],
+            dilation: [dilation.0, dilation.1],
+        };
+        prop_assume!(g.output().is_ok());
+        let mut rng = Rng::new(seed);
+        let x: Vec<i8> = (0..batch * c * h * w).map(|_| rng.next_u64() as i8).collect();
+        let k = c * kernel.0 * kernel.1;
+        let codes: Vec<i8> = (0..n * k).map(|_| rng.next_u64() as i8).collect();
+        let scales: Vec<f32> = (0..n).map(|_| 0.01 + rng.uniform() as f32).collect();
+        let bias: Vec<f32> = rng.gaussian_vec(n);
+        let (cols, out) = im2col_i8(&x, &g, zero as i8).unwrap();
+        let rows = cols.len() / k;
+        let weight = IntWeight::new(codes, scales, n, k).unwrap();
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            let weight = weight.clone().with_kernel(kernel).unwrap();
+            let want = linear_i8(&cols, zero, 0.02, &weight, Some(&bias), rows).unwrap();
+            let got = conv2d_i8(&x, &g, zero, 0.02, &weight, Some(&bias)).unwrap();
+            prop_assert_eq!(got.1, out);
+            prop_assert_eq!(&got.0, &want, "{:?}", kernel);
         }
     }
 }
@@ -151,4 +188,18 @@ fn bad_shapes_are_errors() {
         im2col_i8(&[0; 4], &g, 0).is_err(),
         "kernel larger than the input"
     );
+    // The integer convolution: the same geometry, a short input, patches that do not match the
+    // weight's k, and a zero point that is not an i8 code.
+    let w9 = IntWeight::from_f32(&[0.5; 18], 2, 9, 8).unwrap();
+    assert!(conv2d_i8(&[0; 4], &g, 0, 1.0, &w9, None).is_err());
+    let g = ConvGeometry {
+        kernel: [1, 1],
+        ..g
+    };
+    assert!(conv2d_i8(&[0; 3], &g, 0, 1.0, &w9, None).is_err());
+    assert!(conv2d_i8(&[0; 4], &g, 0, 1.0, &w9, None).is_err());
+    let w1 = IntWeight::from_f32(&[0.5; 2], 2, 1, 8).unwrap();
+    assert!(conv2d_i8(&[0; 4], &g, 0, 1.0, &w1, None).is_ok());
+    assert!(conv2d_i8(&[0; 4], &g, 200, 1.0, &w1, None).is_err());
+    assert!(conv2d_i8(&[0; 4], &g, 0, 1.0, &w1, Some(&[0.0; 3])).is_err());
 }
