@@ -158,13 +158,7 @@ pub fn with_values<B: Backend, const D: usize, R>(
         && let Some(values) = t.as_slice::<f32>()
     {
         let shape = x.dims().to_vec();
-        if values.is_empty() {
-            return Err(crate::Error::Empty {
-                what: "tensor".into(),
-                shape,
-            });
-        }
-        crate::uniform::check_finite(values, &shape)?;
+        crate::uniform::check_values(values, &shape)?;
         return f(values, &shape);
     }
     let (values, shape) = crate::uniform::tensor_to_vec(x)?;

@@ -806,7 +806,6 @@ impl Layout {
 
     /// `c = store(a · bᵀ)` (`a` `[m, k]` given by its `rows`, `c` `[m, n]`; `m`, `n`, `k` ≥ 1; see
     /// [`gemm_blocked`]).
-    #[allow(clippy::too_many_arguments)]
     fn gemm<T: Send>(
         &self,
         rows: &(impl Fn(usize, &mut [i8]) + Sync),

@@ -288,14 +288,19 @@ pub fn tensor_to_vec<B: Backend, const D: usize>(
         .convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| Error::Unsupported(format!("reading tensor data: {e:?}")))?;
+    check_values(&data, &shape)?;
+    Ok((data, shape))
+}
+
+/// The checks of [`tensor_to_vec`]: `data` is non-empty and finite.
+pub(crate) fn check_values(data: &[f32], shape: &[usize]) -> Result<()> {
     if data.is_empty() {
         return Err(Error::Empty {
             what: "tensor".into(),
-            shape,
+            shape: shape.to_vec(),
         });
     }
-    check_finite(&data, &shape)?;
-    Ok((data, shape))
+    check_finite(data, shape)
 }
 
 /// Errors with [`Error::NonFinite`] at the first NaN or infinity.
